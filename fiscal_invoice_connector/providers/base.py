@@ -1,0 +1,445 @@
+"""The provider interface, the provider-neutral document, and the error taxonomy.
+
+Plain Python on purpose (no Odoo import): the same code runs inside Odoo, in the
+plain pytest suite, against the local simulators and against production. Which
+service a client talks to is only a matter of ``ProviderConfig.base_url``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+import requests
+
+_logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------
+# Error taxonomy. The Odoo layer decides what to do from the class alone:
+#   AuthenticationError -> pause the account, one clear message, no retry
+#   ValidationError     -> the data needs a user fix, not retried automatically
+#   TransientError      -> retried with backoff
+#   RateLimitedError    -> retried after ``retry_after`` seconds
+#   InvalidStateError   -> the remote document is not in a state allowing that
+#   NotFoundError       -> the remote object does not exist
+# ---------------------------------------------------------------------------
+
+
+class ProviderError(Exception):
+    kind = "error"
+    retryable = False
+
+    def __init__(self, message, *, status=None, code=None, retry_after=None, details=None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+        self.details = details or []
+
+    def __str__(self):
+        return self.message
+
+
+class AuthenticationError(ProviderError):
+    kind = "authentication"
+
+
+class ValidationError(ProviderError):
+    kind = "validation"
+
+
+class TransientError(ProviderError):
+    kind = "transient"
+    retryable = True
+
+
+class RateLimitedError(TransientError):
+    kind = "rate_limited"
+
+
+class InvalidStateError(ProviderError):
+    kind = "invalid_state"
+
+
+class NotFoundError(ProviderError):
+    kind = "not_found"
+
+
+class NotReadyError(TransientError):
+    """The remote side is still producing something (a PDF, an authorization)."""
+
+    kind = "not_ready"
+
+
+# ---------------------------------------------------------------------------
+# Secrets
+# ---------------------------------------------------------------------------
+
+_QUERY_SECRET_RE = re.compile(r"(?i)((?:api_key|apikey|token|secret|password)=)[^&\s'\"]+")
+
+
+class Redactor:
+    """Removes secrets from any text before it is logged, stored or raised."""
+
+    MASK = "***"
+
+    def __init__(self, secrets=()):
+        # Longest first so that a secret containing another is masked whole.
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text):
+        if text is None:
+            return text
+        text = str(text)
+        for secret in self.secrets:
+            text = text.replace(secret, self.MASK)
+        return _QUERY_SECRET_RE.sub(r"\1" + self.MASK, text)
+
+
+class _QuerySecretFilter(logging.Filter):
+    """urllib3 logs every request line at DEBUG, query string included; InvoiceXpress
+    puts its API key there. Mask it before any handler sees the record."""
+
+    def filter(self, record):
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
+            return True
+        masked = _QUERY_SECRET_RE.sub(r"\1" + Redactor.MASK, message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+for _name in ("urllib3.connectionpool", "urllib3.connection", "requests"):
+    _target = logging.getLogger(_name)
+    if not any(isinstance(f, _QuerySecretFilter) for f in _target.filters):
+        _target.addFilter(_QuerySecretFilter())
+
+
+# ---------------------------------------------------------------------------
+# Configuration and provider-neutral documents
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ProviderConfig:
+    """What a client needs to talk to one account of one service."""
+
+    base_url: str
+    credentials: dict = field(default_factory=dict)
+    environment: str = "test"  # "test" | "production"
+    # One number (seconds), not a (connect, read) pair: Odoo's test HTTP guard only takes a number.
+    timeout: float = 20.0
+    # Extra, provider-specific settings that are not secrets (series id, register...).
+    options: dict = field(default_factory=dict)
+
+    def __repr__(self):  # never print credentials
+        return (
+            f"ProviderConfig(base_url={self.base_url!r}, environment={self.environment!r}, "
+            f"credentials=<{len(self.credentials)} hidden>)"
+        )
+
+    @property
+    def secrets(self):
+        return [str(v) for v in self.credentials.values() if v]
+
+
+@dataclass
+class FiscalParty:
+    """The customer as the fiscal document must name it."""
+
+    code: str  # our stable per-company reference for this customer
+    name: str
+    vat: str | None = None  # fiscal id without country prefix; None = unknown
+    country_code: str | None = None  # ISO 3166-1 alpha-2
+    country_name: str | None = None
+    email: str | None = None
+    street: str | None = None
+    city: str | None = None
+    zip: str | None = None
+    phone: str | None = None
+    is_company: bool = False
+
+
+@dataclass
+class FiscalLine:
+    code: str  # item reference (SKU or a stable name)
+    description: str
+    quantity: Decimal
+    unit_price: Decimal  # tax excluded, in the document currency
+    tax_name: str | None = None  # the provider's tax name (e.g. IVA23)
+    tax_rate: Decimal = Decimal("0")
+    tax_exemption_code: str | None = None  # SAF-T PT M-code for 0 % lines
+    discount: Decimal = Decimal("0")  # percent
+    unit: str | None = None
+    is_shipping: bool = False
+
+
+DOCUMENT_KINDS = ("invoice", "invoice_receipt", "simplified_invoice", "credit_note")
+
+
+@dataclass
+class FiscalDocumentData:
+    """A fiscal document as Odoo wants it to exist at the provider."""
+
+    reference: str  # our external reference: identical on every retry, forever
+    kind: str  # one of DOCUMENT_KINDS
+    date: date
+    due_date: date | None
+    currency: str
+    lines: list
+    partner: FiscalParty | None = None  # None = final consumer
+    origin: str | None = None  # e.g. the sale order name, shown on the document
+    notes: str | None = None
+    related_remote_id: str | None = None  # original document of a credit note
+    reason: str | None = None  # credit note / cancellation reason
+    expected_total: Decimal | None = None  # Odoo's total, for the totals guard
+    email_to: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in DOCUMENT_KINDS:
+            raise ValueError(f"Unknown document kind {self.kind!r}")
+
+
+@dataclass
+class RemoteDocument:
+    """What the provider says about one of its documents."""
+
+    remote_id: str
+    kind: str
+    state: str  # draft | final | settled | canceled | deleted | pending | rejected
+    number: str | None = None
+    atcud: str | None = None  # PT: ATCUD; BR: verification code
+    total: Decimal | None = None
+    reference: str | None = None
+    message: str | None = None  # e.g. the reason of a rejection
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def is_final(self):
+        return self.state in ("final", "settled")
+
+
+@dataclass
+class Exchange:
+    """One HTTP exchange, already redacted, for the attempt log."""
+
+    method: str
+    path: str
+    status: int | None
+    duration_ms: int
+    request: str = ""
+    response: str = ""
+
+
+# ---------------------------------------------------------------------------
+# The interface
+# ---------------------------------------------------------------------------
+
+
+class FiscalProvider:
+    """One external invoicing service.
+
+    Every public method maps to one remote operation and returns data or raises
+    one of the errors above. Subclasses set ``code``/``label``/``default_base_url``
+    and declare ``capabilities`` so the Odoo layer can drive buttons and flows.
+    """
+
+    code = None
+    label = None
+    default_base_url = None
+    credential_fields = ("api_key",)
+    capabilities = frozenset()  # subset of {"draft", "email", "pdf", "cancel", "credit_note", "find_by_reference"}
+    # Largest body kept (after redaction) in the attempt log, per exchange.
+    trace_body_limit = 600
+
+    def __init__(self, config: ProviderConfig, session: requests.Session | None = None):
+        self.config = config
+        self.session = session or requests.Session()
+        self.redact = Redactor(config.secrets)
+        self.trace: list[Exchange] = []
+        self.calls = 0
+
+    # -- operations (override) ---------------------------------------------
+    def prepare(self, doc: FiscalDocumentData) -> None:
+        """Make sure what the document refers to exists remotely (customer, items).
+        Idempotent; never creates a fiscal document. Default: nothing to do."""
+
+    def create(self, doc: FiscalDocumentData) -> RemoteDocument:
+        raise NotImplementedError
+
+    def finalize(self, kind: str, remote_id: str) -> RemoteDocument:
+        raise NotImplementedError
+
+    def cancel(self, kind: str, remote_id: str, reason: str) -> RemoteDocument:
+        raise NotImplementedError
+
+    def create_credit_note(self, doc: FiscalDocumentData) -> RemoteDocument:
+        return self.create(doc)
+
+    def fetch_status(self, kind: str, remote_id: str) -> RemoteDocument:
+        raise NotImplementedError
+
+    def fetch_pdf(self, kind: str, remote_id: str) -> bytes:
+        raise NotImplementedError
+
+    def send_email(self, kind: str, remote_id: str, email: str, subject: str, body: str) -> None:
+        raise NotImplementedError
+
+    def find_by_reference(self, doc: FiscalDocumentData) -> RemoteDocument | None:
+        raise NotImplementedError
+
+    def test_connection(self) -> str:
+        raise NotImplementedError
+
+    # -- helpers --------------------------------------------------------------
+    def take_trace(self):
+        trace, self.trace = self.trace, []
+        return trace
+
+    def _short(self, text):
+        text = self.redact(text or "")
+        if len(text) > self.trace_body_limit:
+            text = text[: self.trace_body_limit] + "…"
+        return text
+
+    def _url(self, path):
+        return self.config.base_url.rstrip("/") + "/" + path.lstrip("/")
+
+    def _auth(self, kwargs):
+        """Add authentication to a request's keyword arguments (override)."""
+        return kwargs
+
+    def _request(self, method, path, *, params=None, json_body=None, expected=(200, 201), raw=False):
+        """Send one request; return the ``requests.Response``.
+
+        Network failures become TransientError with a message free of secrets
+        (requests puts the full URL, query string included, into its errors).
+        Non-expected status codes go through :meth:`_raise_for_status`.
+        """
+        kwargs = {"params": dict(params or {}), "timeout": self.config.timeout}
+        headers = {"Accept": "application/json"}
+        if json_body is not None:
+            kwargs["data"] = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        kwargs["headers"] = headers
+        kwargs = self._auth(kwargs)
+        url = self._url(path)
+        self.calls += 1
+        started = time.monotonic()
+        request_summary = self._short(json.dumps(json_body, default=str)) if json_body is not None else ""
+        try:
+            response = self.session.request(method, url, **kwargs)
+            # Reading the body may itself fail (reset mid-response, truncated chunk).
+            content = response.content
+        except requests.Timeout as e:
+            self._record(method, path, None, started, request_summary, "timeout")
+            raise TransientError(f"{self.label}: no answer within the timeout ({type(e).__name__})") from None
+        except requests.RequestException as e:
+            self._record(method, path, None, started, request_summary, type(e).__name__)
+            raise TransientError(
+                f"{self.label}: connection failed ({type(e).__name__}): {self.redact(_root_cause(e))}"
+            ) from None
+        self._record(
+            method, path, response.status_code, started, request_summary, "" if raw else content.decode("utf-8", "replace")
+        )
+        if response.status_code not in expected:
+            self._raise_for_status(response)
+        return response
+
+    def _record(self, method, path, status, started, request_summary, response_text):
+        duration = int((time.monotonic() - started) * 1000)
+        path = self.redact(path)
+        exchange = Exchange(method, path, status, duration, request_summary, self._short(response_text))
+        self.trace.append(exchange)
+        _logger.debug("%s %s %s -> %s in %d ms", self.code, method, path, status, duration)
+
+    def _raise_for_status(self, response):
+        status = response.status_code
+        message = self.redact(_error_text(response)) or f"HTTP {status}"
+        if status == 401 or status == 403:
+            raise AuthenticationError(f"{self.label} refused the credentials: {message}", status=status)
+        if status == 404:
+            raise NotFoundError(f"{self.label}: not found: {message}", status=status)
+        if status == 429:
+            raise RateLimitedError(
+                f"{self.label}: too many requests", status=status, retry_after=retry_after_seconds(response)
+            )
+        if 400 <= status < 500:
+            raise ValidationError(message, status=status)
+        raise TransientError(f"{self.label}: server error HTTP {status}", status=status)
+
+    def _json(self, response):
+        try:
+            return response.json()
+        except ValueError:
+            raise TransientError(
+                f"{self.label}: unreadable answer (HTTP {response.status_code}, not JSON)", status=response.status_code
+            ) from None
+
+
+def retry_after_seconds(response, default=60.0):
+    """Seconds to wait from a Retry-After or Rate-Limit-Reset header."""
+    for header in ("Retry-After", "Rate-Limit-Reset", "X-RateLimit-Reset"):
+        value = response.headers.get(header)
+        if value:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                from email.utils import parsedate_to_datetime
+
+                try:
+                    when = parsedate_to_datetime(value)
+                    return max(0.0, when.timestamp() - time.time())
+                except (TypeError, ValueError):
+                    continue
+    return default
+
+
+def _root_cause(exc):
+    while exc.__cause__ or exc.__context__:
+        exc = exc.__cause__ or exc.__context__
+    return str(exc)[:300]
+
+
+def _error_text(response):
+    """Human text from the error bodies the services use (JSON in many shapes, or text)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or "").strip()[:500]
+    return "; ".join(flatten_errors(body))[:1000]
+
+
+def flatten_errors(body):
+    """``{"errors":[{"error":"x"}]}``, ``{"errors":["x"]}``, ``{"errors":{"f":["x"]}}``,
+    ``{"error":"x"}``, ``[{"codigo":..,"mensagem":..}]``, ``{"errors":[{"code":..,"message":..}]}`` -> ["x", ...]"""
+    out = []
+    if isinstance(body, str):
+        out.append(body)
+    elif isinstance(body, list):
+        for item in body:
+            out.extend(flatten_errors(item))
+    elif isinstance(body, dict):
+        if "errors" in body:
+            errors = body["errors"]
+            if isinstance(errors, dict):
+                for fname, msgs in errors.items():
+                    for msg in msgs if isinstance(msgs, list) else [msgs]:
+                        out.append(f"{fname} {msg}")
+            else:
+                out.extend(flatten_errors(errors))
+        else:
+            for key in ("error", "message", "mensagem", "msg"):
+                if key in body and body[key]:
+                    code = body.get("code") or body.get("codigo")
+                    out.append(f"{code}: {body[key]}" if code else str(body[key]))
+                    break
+    return [o for o in out if o]

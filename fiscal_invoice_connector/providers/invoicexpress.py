@@ -1,0 +1,314 @@
+"""InvoiceXpress (Portugal), API v2, JSON.
+
+Contract: ../shared/provider-apis.md §2. Facts marked [?] there are kept in the
+class attributes below so they are easy to change when checked on a live account.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from .base import (
+    FiscalDocumentData,
+    FiscalParty,
+    FiscalProvider,
+    InvalidStateError,
+    NotFoundError,
+    NotReadyError,
+    RemoteDocument,
+    TransientError,
+    ValidationError,
+    _error_text,
+)
+
+# Our document kinds -> the API's :type path segment, response root key and `type` value.
+TYPES = {
+    "invoice": ("invoices", "invoice", "Invoice"),
+    "invoice_receipt": ("invoice_receipts", "invoice_receipt", "InvoiceReceipt"),
+    "simplified_invoice": ("simplified_invoices", "simplified_invoice", "SimplifiedInvoice"),
+    "credit_note": ("credit_notes", "credit_note", "CreditNote"),
+}
+
+STATES = {
+    "draft": "draft",
+    "sent": "final",  # some clients report "sent" for finalized documents
+    "final": "final",
+    "settled": "settled",
+    "canceled": "canceled",
+    "cancelled": "canceled",
+    "deleted": "deleted",
+}
+
+
+def _money(value):
+    """Decimals as plain strings, never floats (IX accepts numeric strings)."""
+    return format(Decimal(value).normalize(), "f") if value is not None else None
+
+
+class InvoiceXpressProvider(FiscalProvider):
+    code = "invoicexpress"
+    label = "InvoiceXpress"
+    # The account name is the sub-domain of the customer's InvoiceXpress account.
+    default_base_url = "https://{account_name}.app.invoicexpress.com"
+    credential_fields = ("api_key",)
+    capabilities = frozenset({"draft", "email", "pdf", "cancel", "credit_note", "find_by_reference"})
+
+    # Name of the final consumer when the customer has no valid NIF. IX reports the
+    # document to the AT with NIF 999999990 when no fiscal_id is sent [?].
+    final_consumer_name = "Consumidor final"
+    final_consumer_code = "CONSUMIDOR-FINAL"
+    # PDF: 202 while it is being generated; poll this often, at most this many times
+    # within one attempt, then leave it to a later attempt (each poll costs budget).
+    pdf_poll_interval = 2.0
+    pdf_max_polls = 5
+
+    def __init__(self, config, session=None):
+        super().__init__(config, session)
+        self.pdf_poll_interval = float(config.options.get("pdf_poll_interval", self.pdf_poll_interval))
+        self.pdf_max_polls = int(config.options.get("pdf_max_polls", self.pdf_max_polls))
+        # Remote client ids by our code, remembered for the life of this client object
+        # (one cron batch) so that a customer is looked up once, not per document.
+        self.client_ids = {}
+
+    # -- transport ------------------------------------------------------------
+    def _auth(self, kwargs):
+        # The key goes in the query string (documented); Redactor masks it everywhere.
+        kwargs["params"]["api_key"] = self.config.credentials.get("api_key", "")
+        return kwargs
+
+    def _raise_for_status(self, response):
+        if response.status_code == 406:
+            raise InvalidStateError(
+                f"InvoiceXpress: the document is not in a state allowing this ({self._error(response)})",
+                status=406,
+            )
+        if response.status_code == 422:
+            raise ValidationError(f"InvoiceXpress refused the document: {self._error(response)}", status=422)
+        super()._raise_for_status(response)
+
+    def _error(self, response):
+        return self.redact(_error_text(response)) or f"HTTP {response.status_code}"
+
+    def _document(self, kind, data):
+        root = TYPES[kind][1]
+        body = data.get(root) if isinstance(data, dict) else None
+        if not isinstance(body, dict) or "id" not in body:
+            # Tolerate a root key of another type (e.g. a finalize of an invoice_receipt).
+            body = next((v for v in (data or {}).values() if isinstance(v, dict) and "id" in v), None)
+        if body is None:
+            raise NotReadyError("InvoiceXpress: unexpected answer (no document in the body)")
+        number = body.get("sequence_number")
+        if number in (None, "", "rascunho"):  # "rascunho" = draft, no number yet
+            number = None
+        else:
+            number = body.get("inverted_sequence_number") or number
+        atcud = body.get("atcud")
+        if atcud in ("N/A", "N/D", ""):
+            atcud = None
+        total = body.get("total")
+        return RemoteDocument(
+            remote_id=str(body["id"]),
+            kind=kind,
+            state=STATES.get(str(body.get("status", "")).lower(), str(body.get("status", ""))),
+            number=number,
+            atcud=atcud,
+            total=Decimal(str(total)) if total is not None else None,
+            reference=body.get("reference"),
+            raw=body,
+        )
+
+    # -- clients ------------------------------------------------------------
+    def _client_payload(self, party: FiscalParty | None):
+        if party is None:
+            return {"name": self.final_consumer_name, "code": self.final_consumer_code}
+        client = {
+            "name": party.name,
+            "code": party.code,
+            "email": party.email,
+            "address": party.street,
+            "city": party.city,
+            "postal_code": party.zip,
+            "country": party.country_name,
+            "fiscal_id": party.vat,
+            "phone": party.phone,
+        }
+        return {k: v for k, v in client.items() if v not in (None, "")}
+
+    def ensure_client(self, party: FiscalParty | None):
+        """Find the customer by our stable code; create it when missing.
+
+        IX matches clients by *name* inside a document, so a renamed customer would
+        become a second client; the code lookup keeps one client per Odoo partner.
+        """
+        payload = self._client_payload(party)
+        code = payload["code"]
+        if code in self.client_ids:
+            return self.client_ids[code]
+        try:
+            response = self._request("GET", "/clients/find-by-code.json", params={"client_code": code})
+            found = self._json(response).get("client") or {}
+        except NotFoundError:
+            found = {}
+        if found.get("id"):
+            drift = {k: v for k, v in payload.items() if str(found.get(k) or "") != str(v)}
+            if drift and party is not None:
+                self._request("PUT", f"/clients/{found['id']}.json", json_body={"client": payload}, expected=(200, 201, 204))
+            client_id = found["id"]
+        else:
+            response = self._request("POST", "/clients.json", json_body={"client": payload})
+            client_id = (self._json(response).get("client") or {}).get("id")
+        self.client_ids[code] = client_id
+        return client_id
+
+    # -- documents ------------------------------------------------------------
+    def _payload(self, doc: FiscalDocumentData):
+        exemptions = sorted({line.tax_exemption_code for line in doc.lines if line.tax_exemption_code and not line.tax_rate})
+        if len(exemptions) > 1:
+            raise ValidationError(
+                "InvoiceXpress accepts one VAT exemption reason per document, but the 0 % lines use "
+                f"{', '.join(exemptions)}: give them the same exemption reason or split the invoice."
+            )
+        missing = [line.description for line in doc.lines if not line.tax_rate and not line.tax_exemption_code]
+        if missing:
+            raise ValidationError(
+                "A VAT exemption reason (M-code) is required for 0 % lines: "
+                + ", ".join(missing[:5])
+                + ". Set it on the tax (Fiscal exemption reason) and retry."
+            )
+        invoice = {
+            "date": doc.date.strftime("%d/%m/%Y"),
+            "due_date": (doc.due_date or doc.date).strftime("%d/%m/%Y"),
+            # Shown on the document; also what text search finds our reference by.
+            "reference": f"{doc.origin} {doc.reference}" if doc.origin else doc.reference,
+            "observations": doc.notes or "",
+            "client": self._client_payload(doc.partner),
+            "items": [self._item(line) for line in doc.lines],
+        }
+        if exemptions:
+            invoice["tax_exemption"] = exemptions[0]
+        if doc.currency and doc.currency.upper() != "EUR":
+            invoice["currency_code"] = doc.currency.upper()
+            if self.config.options.get("currency_rate"):
+                invoice["rate"] = str(self.config.options["currency_rate"])
+        if doc.kind == "credit_note" and doc.related_remote_id:
+            invoice["owner_invoice_id"] = doc.related_remote_id
+            if doc.reason:
+                invoice["observations"] = (doc.reason + "\n" + invoice["observations"]).strip()
+        if self.config.options.get("sequence_id"):
+            invoice["sequence_id"] = self.config.options["sequence_id"]
+        return {"invoice": invoice}
+
+    def _item(self, line):
+        item = {
+            "name": line.code,
+            "description": line.description,
+            "unit_price": _money(line.unit_price),
+            "quantity": _money(line.quantity),
+        }
+        if line.unit:
+            item["unit"] = line.unit
+        if line.discount:
+            item["discount"] = _money(line.discount)
+        if line.tax_name:
+            # Always a named tax: a bare number is treated as unknown and falls back to the
+            # account default (ix-proxy README).
+            item["tax"] = {"name": line.tax_name}
+        return item
+
+    def prepare(self, doc: FiscalDocumentData) -> None:
+        self._payload(doc)  # validates before any network call
+        self.ensure_client(doc.partner)
+
+    def create(self, doc: FiscalDocumentData) -> RemoteDocument:
+        payload = self._payload(doc)
+        response = self._request("POST", f"/{TYPES[doc.kind][0]}.json", json_body=payload)
+        return self._document(doc.kind, self._json(response))
+
+    def fetch_status(self, kind, remote_id) -> RemoteDocument:
+        response = self._request("GET", f"/{TYPES[kind][0]}/{remote_id}.json")
+        return self._document(kind, self._json(response))
+
+    def _change_state(self, kind, remote_id, state, message=None):
+        body = {"invoice": {"state": state}}
+        if message:
+            body["invoice"]["message"] = message
+        response = self._request("PUT", f"/{TYPES[kind][0]}/{remote_id}/change-state.json", json_body=body)
+        return self._document(kind, self._json(response))
+
+    def finalize(self, kind, remote_id) -> RemoteDocument:
+        try:
+            return self._change_state(kind, remote_id, "finalized")
+        except ValidationError:
+            # "Already finalized" comes back as a 422 in English or Portuguese; the state
+            # is the truth, not the wording (SuesteCreative ix-finalize.ts).
+            current = self.fetch_status(kind, remote_id)
+            if current.is_final:
+                return current
+            raise
+
+    def cancel(self, kind, remote_id, reason) -> RemoteDocument:
+        current = self.fetch_status(kind, remote_id)
+        if current.state in ("canceled", "deleted"):
+            return current
+        if current.state == "draft":
+            return self._change_state(kind, remote_id, "deleted")
+        if not reason:
+            raise ValidationError("InvoiceXpress needs a reason to cancel a finalized document.")
+        return self._change_state(kind, remote_id, "canceled", reason)
+
+    def fetch_pdf(self, kind, remote_id) -> bytes:
+        for poll in range(self.pdf_max_polls):
+            response = self._request("GET", f"/api/pdf/{remote_id}.json", params={"second_copy": "false"}, expected=(200, 202))
+            if response.status_code == 200:
+                output = self._json(response).get("output") or {}
+                url = output.get("pdfUrl") or output.get("pdf_url")
+                if not url:
+                    raise NotReadyError("InvoiceXpress: the PDF answer has no pdfUrl")
+                return self._download(url)
+            if poll + 1 < self.pdf_max_polls:
+                time.sleep(self.pdf_poll_interval)
+        raise NotReadyError("InvoiceXpress is still generating the PDF", retry_after=30)
+
+    def _download(self, url):
+        # The pdfUrl is a pre-signed storage link: no api_key, not counted in the budget.
+        self.calls += 1
+        try:
+            response = self.session.get(url, timeout=self.config.timeout)
+            content = response.content
+        except Exception as e:  # noqa: BLE001 - any transport error is transient here
+            raise TransientError(f"InvoiceXpress: PDF download failed ({type(e).__name__})") from None
+        if response.status_code != 200 or not content.startswith(b"%PDF"):
+            raise TransientError(f"InvoiceXpress: PDF download answered HTTP {response.status_code}")
+        return content
+
+    def send_email(self, kind, remote_id, email, subject, body):
+        payload = {
+            "message": {
+                "client": {"email": email, "save": "0"},
+                "subject": subject,
+                "body": body,
+                "cc": "",
+                "bcc": "",
+                "logo": "0",
+            }
+        }
+        self._request("PUT", f"/{TYPES[kind][0]}/{remote_id}/email-document.json", json_body=payload, expected=(200, 201, 204))
+
+    def find_by_reference(self, doc: FiscalDocumentData):
+        """Probe for a document we may have created before a crash or timeout.
+
+        Text search does not return drafts [C], so only finalized documents are
+        found; an orphan draft is harmless (not a legal document).
+        """
+        params = {"text": doc.reference, "type[]": TYPES[doc.kind][2], "per_page": 30}
+        response = self._request("GET", "/invoices.json", params=params)
+        for body in self._json(response).get("invoices") or []:
+            if doc.reference in str(body.get("reference") or "") and body.get("id"):
+                return self._document(doc.kind, {TYPES[doc.kind][1]: body})
+        return None
+
+    def test_connection(self):
+        response = self._request("GET", "/taxes.json")
+        taxes = self._json(response).get("taxes") or []
+        return f"Connected to InvoiceXpress ({len(taxes)} taxes configured on the account)."
