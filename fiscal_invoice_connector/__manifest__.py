@@ -1,0 +1,30 @@
+{
+    "name": "Fiscal Invoice Connector",
+    "summary": "Issue legal invoices at InvoiceXpress from confirmed orders, posted invoices "
+    "and payments, through a reliable outbox",
+    "version": "19.0.1.0.0",
+    "category": "Accounting/Accounting",
+    "author": "fiscal_invoice_connector contributors",
+    "website": "https://github.com/fiscal-invoice-connector/fiscal_invoice_connector",
+    "license": "LGPL-3",
+    "depends": ["sale_management", "account", "mail"],
+    "external_dependencies": {"python": ["requests", "python-stdnum"]},
+    "data": [
+        "security/fiscal_security.xml",
+        "security/ir.model.access.csv",
+        "data/ir_cron.xml",
+        "wizards/fiscal_issue_wizard_views.xml",
+        "wizards/fiscal_cancel_wizard_views.xml",
+        "views/fiscal_provider_account_views.xml",
+        "views/fiscal_document_views.xml",
+        "views/sale_order_views.xml",
+        "views/account_move_views.xml",
+        "views/account_tax_views.xml",
+        "views/menus.xml",
+    ],
+    "demo": [
+        "demo/fiscal_demo.xml",
+    ],
+    "images": ["static/description/icon.png"],
+    "application": False,
+}

@@ -1,0 +1,11 @@
+from . import (
+    fiscal_provider_account,
+    fiscal_document,
+    fiscal_document_attempt,
+    fiscal_mapping,
+    fiscal_source_mixin,
+    res_company,
+    account_tax,
+    sale_order,
+    account_move,
+)

@@ -1,0 +1,140 @@
+"""Odoo records -> provider-neutral fiscal documents. Decides *what* is sent; never
+talks to a provider, never writes.
+
+Rules (one place):
+- Source: the invoice when the document has one, else the sale order.
+- Prices: tax-excluded unit price, Odoo's discount percent; section/note lines skipped.
+- Taxes: one percent tax per line, named for the provider by ``account.tax.fiscal_tax_name``
+  (default ``IVA<rate>``); 0 % lines carry the tax's SAF-T exemption code.
+- Customer: the commercial partner; a NIF that python-stdnum rejects is not sent, and the
+  document goes to the final consumer as the Portuguese services expect.
+"""
+
+from decimal import Decimal
+
+from stdnum import get_cc_module
+
+from odoo import api, models
+from odoo.exceptions import UserError
+
+from ..providers import FiscalDocumentData, FiscalLine, FiscalParty
+
+
+def _d(value, digits=6):
+    return Decimal(str(round(value or 0.0, digits)))
+
+
+def normalize_vat(vat, country_code):
+    """Return the fiscal id without the country prefix if python-stdnum accepts it, else None."""
+    if not vat:
+        return None
+    raw = "".join(ch for ch in vat if ch.isalnum()).upper()
+    country = (country_code or "").lower()
+    if len(raw) > 2 and raw[:2].isalpha():
+        country, raw = raw[:2].lower(), raw[2:]
+    if not country:
+        return None
+    module = get_cc_module(country, "vat")
+    if module is None:
+        return raw  # no checksum known for this country: send it as it is
+    try:
+        return module.validate(raw)
+    except Exception:  # noqa: BLE001 - stdnum raises several ValidationError subclasses
+        return None
+
+
+class FiscalMapping(models.AbstractModel):
+    _name = "fiscal.mapping"
+    _description = "Fiscal document mapping"
+
+    @api.model
+    def _document_data(self, doc):
+        if doc.move_id:
+            lines, record = self._lines_from_move(doc.move_id), doc.move_id
+            date = doc.invoice_date or doc.move_id.invoice_date
+            due = doc.due_date or doc.move_id.invoice_date_due
+            origin = doc.move_id.invoice_origin or doc.move_id.name
+        elif doc.sale_order_id:
+            lines, record = self._lines_from_order(doc.sale_order_id), doc.sale_order_id
+            date = doc.invoice_date or (doc.sale_order_id.date_order and doc.sale_order_id.date_order.date())
+            due = doc.due_date or date
+            origin = doc.sale_order_id.name
+        else:
+            raise UserError(self.env._("The fiscal document %s has no order nor invoice.", doc.display_name))
+        if not lines:
+            raise UserError(self.env._("%s has no line to invoice.", record.display_name))
+        related = doc.env["fiscal.document"]
+        return FiscalDocumentData(
+            reference=doc.reference,
+            kind=doc.document_type,
+            date=date,
+            due_date=due,
+            currency=record.currency_id.name,
+            lines=lines,
+            partner=self._party(record.partner_id, doc.company_id),
+            origin=origin,
+            notes=None,
+            related_remote_id=related.remote_id or None,
+            reason=doc.cancel_reason or None,
+            expected_total=_d(record.amount_total, 2),
+        )
+
+    @api.model
+    def _party(self, partner, company):
+        partner = partner.commercial_partner_id
+        # No valid fiscal id: the provider issues to the final consumer (name kept).
+        vat = normalize_vat(partner.vat, partner.country_id.code)
+        return FiscalParty(
+            code=f"ODOO-{company.id}-{partner.id}",
+            name=partner.name,
+            vat=vat,
+            country_code=partner.country_id.code or None,
+            country_name=partner.country_id.with_context(lang="en_US").name or None,
+            email=partner.email or None,
+            street=" ".join(filter(None, [partner.street, partner.street2])) or None,
+            city=partner.city or None,
+            zip=partner.zip or None,
+            phone=partner.phone or None,
+            is_company=partner.is_company,
+        )
+
+    @api.model
+    def _lines_from_move(self, move):
+        lines = move.invoice_line_ids.filtered(lambda l: l.display_type == "product")
+        return [self._line(l, l.price_unit, l.quantity, l.discount, l.tax_ids, l.move_id.currency_id) for l in lines]
+
+    @api.model
+    def _lines_from_order(self, order):
+        lines = order.order_line.filtered(lambda l: not l.display_type and l.product_uom_qty)
+        return [self._line(l, l.price_unit, l.product_uom_qty, l.discount, l.tax_ids, order.currency_id) for l in lines]
+
+    @api.model
+    def _line(self, line, price_unit, quantity, discount, taxes, currency):
+        product = line.product_id
+        percent_taxes = taxes.filtered(lambda t: t.amount_type == "percent")
+        if len(taxes) > 1 or taxes != percent_taxes:
+            raise UserError(
+                self.env._(
+                    "Line “%(line)s” has taxes %(taxes)s: the fiscal document needs exactly one percent VAT "
+                    "per line. Fix the taxes of the line.",
+                    line=line.name, taxes=", ".join(taxes.mapped("name")) or "-",
+                )
+            )
+        tax = taxes[:1]
+        if tax.price_include:
+            unit = tax.compute_all(price_unit, currency=currency, quantity=1.0, product=product)["total_excluded"]
+        else:
+            unit = price_unit
+        rate = _d(tax.amount, 4) if tax else Decimal("0")
+        return FiscalLine(
+            code=(product.default_code or product.display_name or line.name or "ITEM")[:60],
+            description=(line.name or product.display_name or "").strip(),
+            quantity=_d(quantity, 4),
+            unit_price=_d(unit, 6),
+            tax_name=tax.fiscal_tax_name or (f"IVA{int(tax.amount)}" if tax else None),
+            tax_rate=rate,
+            tax_exemption_code=tax.fiscal_exemption_code or None if not rate else None,
+            discount=_d(discount, 4),
+            unit=None,
+            is_shipping=bool(getattr(line, "is_delivery", False)),
+        )

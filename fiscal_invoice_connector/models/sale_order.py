@@ -1,0 +1,40 @@
+from odoo import api, fields, models
+
+
+class SaleOrder(models.Model):
+    _name = "sale.order"
+    _inherit = ["sale.order", "fiscal.source.mixin"]
+
+    fiscal_account_id = fields.Many2one(
+        "fiscal.provider.account",
+        "Fiscal account",
+        compute="_compute_fiscal_account_id",
+        store=True,
+        readonly=False,
+        precompute=True,
+        check_company=True,
+        help="Where this sale's fiscal document is issued. Defaults to the company's fiscal account.",
+    )
+    fiscal_document_ids = fields.One2many("fiscal.document", "sale_order_id", "Fiscal documents")
+
+    @api.depends("company_id")
+    def _compute_fiscal_account_id(self):
+        for order in self:
+            if not order.fiscal_account_id or order.fiscal_account_id.company_id != order.company_id:
+                order.fiscal_account_id = self.env["fiscal.provider.account"]._default_for_company(order.company_id)
+
+    def _fiscal_documents(self):
+        return self.sudo().fiscal_document_ids.sorted("id", reverse=True)
+
+    def _fiscal_source_ids(self, operator, value):
+        docs = self.env["fiscal.document"].sudo().search([("state", operator, value), ("sale_order_id", "!=", False)])
+        return docs.sale_order_id.ids
+
+    def _action_confirm(self):
+        res = super()._action_confirm()
+        # Only a row in the outbox: the provider is called later by the cron, never here.
+        for order in self:
+            account = order.fiscal_account_id
+            if account and account.active and account.trigger == "order_confirm":
+                self.env["fiscal.document"]._enqueue(account, order=order)
+        return res

@@ -1,0 +1,1 @@
+from . import test_outbox, test_policies, test_security

@@ -1,0 +1,1 @@
+from . import fiscal_cancel_wizard, fiscal_issue_wizard
