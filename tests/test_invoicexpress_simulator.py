@@ -9,10 +9,9 @@ import time
 
 import pytest
 import requests
+from conftest import ADDON_DIR
 from simulators._server import build_pdf
 from simulators.invoicexpress import InvoiceXpressSimulator
-
-from conftest import ADDON_DIR
 
 KEY = "demo-key"
 

@@ -347,8 +347,19 @@ class FiscalProvider:
             raise TransientError(
                 f"{self.label}: connection failed ({type(e).__name__}): {self.redact(_root_cause(e))}"
             ) from None
+        if body_is_truncated(response, content):
+            self._record(method, path, response.status_code, started, request_summary, "truncated")
+            raise TransientError(
+                f"{self.label}: incomplete answer (HTTP {response.status_code}, body cut short)",
+                status=response.status_code,
+            )
         self._record(
-            method, path, response.status_code, started, request_summary, "" if raw else content.decode("utf-8", "replace")
+            method,
+            path,
+            response.status_code,
+            started,
+            request_summary,
+            "" if raw else content.decode("utf-8", "replace"),
         )
         if response.status_code not in expected:
             self._raise_for_status(response)
@@ -401,6 +412,26 @@ def retry_after_seconds(response, default=60.0):
                 except (TypeError, ValueError):
                     continue
     return default
+
+
+def body_is_truncated(response, content):
+    """True when fewer bytes arrived than the Content-Length announced.
+
+    urllib3 1.26 (what requests uses here) hands over a short body without an error
+    when the connection closes early: a half JSON, or half a PDF that still starts with %PDF.
+    """
+    declared = (response.headers.get("Content-Length") or "").strip()
+    if not declared.isdigit():
+        return False
+    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding == "identity":
+        received = len(content)
+    else:  # requests decoded the body: compare the bytes read from the wire
+        try:
+            received = response.raw.tell()
+        except Exception:  # noqa: BLE001 - no way to tell: trust the body
+            return False
+    return received < int(declared)
 
 
 def _root_cause(exc):

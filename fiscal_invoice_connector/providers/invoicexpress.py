@@ -20,6 +20,7 @@ from .base import (
     TransientError,
     ValidationError,
     _error_text,
+    body_is_truncated,
 )
 
 # Our document kinds -> the API's :type path segment, response root key and `type` value.
@@ -153,7 +154,9 @@ class InvoiceXpressProvider(FiscalProvider):
         if found.get("id"):
             drift = {k: v for k, v in payload.items() if str(found.get(k) or "") != str(v)}
             if drift and party is not None:
-                self._request("PUT", f"/clients/{found['id']}.json", json_body={"client": payload}, expected=(200, 201, 204))
+                self._request(
+                    "PUT", f"/clients/{found['id']}.json", json_body={"client": payload}, expected=(200, 201, 204)
+                )
             client_id = found["id"]
         else:
             response = self._request("POST", "/clients.json", json_body={"client": payload})
@@ -163,7 +166,9 @@ class InvoiceXpressProvider(FiscalProvider):
 
     # -- documents ------------------------------------------------------------
     def _payload(self, doc: FiscalDocumentData):
-        exemptions = sorted({line.tax_exemption_code for line in doc.lines if line.tax_exemption_code and not line.tax_rate})
+        exemptions = sorted(
+            {line.tax_exemption_code for line in doc.lines if line.tax_exemption_code and not line.tax_rate}
+        )
         if len(exemptions) > 1:
             raise ValidationError(
                 "InvoiceXpress accepts one VAT exemption reason per document, but the 0 % lines use "
@@ -259,7 +264,9 @@ class InvoiceXpressProvider(FiscalProvider):
 
     def fetch_pdf(self, kind, remote_id) -> bytes:
         for poll in range(self.pdf_max_polls):
-            response = self._request("GET", f"/api/pdf/{remote_id}.json", params={"second_copy": "false"}, expected=(200, 202))
+            response = self._request(
+                "GET", f"/api/pdf/{remote_id}.json", params={"second_copy": "false"}, expected=(200, 202)
+            )
             if response.status_code == 200:
                 output = self._json(response).get("output") or {}
                 url = output.get("pdfUrl") or output.get("pdf_url")
@@ -278,6 +285,8 @@ class InvoiceXpressProvider(FiscalProvider):
             content = response.content
         except Exception as e:  # noqa: BLE001 - any transport error is transient here
             raise TransientError(f"InvoiceXpress: PDF download failed ({type(e).__name__})") from None
+        if body_is_truncated(response, content):
+            raise TransientError("InvoiceXpress: PDF download cut short")
         if response.status_code != 200 or not content.startswith(b"%PDF"):
             raise TransientError(f"InvoiceXpress: PDF download answered HTTP {response.status_code}")
         return content
@@ -293,7 +302,9 @@ class InvoiceXpressProvider(FiscalProvider):
                 "logo": "0",
             }
         }
-        self._request("PUT", f"/{TYPES[kind][0]}/{remote_id}/email-document.json", json_body=payload, expected=(200, 201, 204))
+        self._request(
+            "PUT", f"/{TYPES[kind][0]}/{remote_id}/email-document.json", json_body=payload, expected=(200, 201, 204)
+        )
 
     def find_by_reference(self, doc: FiscalDocumentData):
         """Probe for a document we may have created before a crash or timeout.
@@ -304,7 +315,11 @@ class InvoiceXpressProvider(FiscalProvider):
         params = {"text": doc.reference, "type[]": TYPES[doc.kind][2], "per_page": 30}
         response = self._request("GET", "/invoices.json", params=params)
         for body in self._json(response).get("invoices") or []:
-            if doc.reference in str(body.get("reference") or "") and body.get("id"):
+            # Text search matches substrings: INV/1 would find INV/10. We send the reference
+            # alone or after the origin and a space (see _payload): match that exactly.
+            remote_reference = str(body.get("reference") or "")
+            ours = remote_reference == doc.reference or remote_reference.endswith(" " + doc.reference)
+            if ours and body.get("id"):
                 return self._document(doc.kind, {TYPES[doc.kind][1]: body})
         return None
 

@@ -122,6 +122,7 @@ class InvoiceXpressSimulator(SimulatorServer):
         ("GET", r"/clients/find-by-code\.json", "_find_client_by_code"),
         ("POST", r"/clients\.json", "_create_client"),
         ("GET", r"/clients/(?P<client_id>\d+)\.json", "_get_client"),
+        ("PUT", r"/clients/(?P<client_id>\d+)\.json", "_update_client"),
         ("GET", r"/taxes\.json", "_list_taxes"),
     )
 
@@ -243,7 +244,7 @@ class InvoiceXpressSimulator(SimulatorServer):
         name = tax.get("name") if isinstance(tax, dict) else None
         return self.taxes.get(name) or self.taxes[DEFAULT_TAX]
 
-    def _prepare(self, doc_type, data):
+    def _prepare(self, doc_type, data):  # noqa: C901 - one check per documented 422, in the service's order
         """Validate a create/update body; return the normalised document data or raise a 422."""
         errors = []
         doc_date = _parse_date(data.get("date"))
@@ -399,7 +400,7 @@ class InvoiceXpressSimulator(SimulatorServer):
             remaining -= share
             bases.append(subtotal - share)
         taxes = Decimal(0)
-        for line, subtotal, base in zip(lines, subtotals, bases):
+        for line, subtotal, base in zip(lines, subtotals, bases, strict=False):
             tax_amount = _money(base * Decimal(line["tax"]["value"]) / 100)
             taxes += tax_amount
             item = line["item"]
@@ -670,6 +671,23 @@ class InvoiceXpressSimulator(SimulatorServer):
         client = self.clients.get(int(client_id))
         if client is None:
             raise self._errors(404, MSG_NOT_FOUND)
+        return SimResponse.json(200, {"client": dict(client)})
+
+    def _update_client(self, request, client_id):
+        client = self.clients.get(int(client_id))
+        if client is None:
+            raise self._errors(404, MSG_NOT_FOUND)
+        data = self._body(request, "client")
+        errors = []
+        if "name" in data and not _text(data.get("name")):
+            errors.append("Name can't be blank")
+        code = _text(data.get("code"))
+        if code and any(c["code"] == code and c["id"] != client["id"] for c in self.clients.values()):
+            errors.append("Code has already been taken")
+        self._check_postal_code(data, errors)
+        if errors:
+            raise self._errors(422, *errors)
+        client.update({key: data[key] for key in CLIENT_FIELDS if key in data})
         return SimResponse.json(200, {"client": dict(client)})
 
     def _list_taxes(self, request):
