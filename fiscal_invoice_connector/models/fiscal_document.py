@@ -80,7 +80,10 @@ class FiscalDocument(models.Model):
     send_email = fields.Boolean(readonly=True)
     state = fields.Selection(STATES, default="to_send", required=True, index=True, tracking=True, readonly=True)
     reference = fields.Char(
-        "Our reference", readonly=True, copy=False, index=True,
+        "Our reference",
+        readonly=True,
+        copy=False,
+        index=True,
         help="Sent to the provider with every attempt; used to find the document after a crash.",
     )
     invoice_date = fields.Date(readonly=True)
@@ -246,10 +249,12 @@ class FiscalDocument(models.Model):
             return False
         self.invalidate_recordset()
         if not self.filtered_domain(self._due_domain()):
-            self.env.cr.commit()  # pylint: disable=invalid-commit  (release the row lock)
+            # Release the row lock.
+            self.env.cr.commit()  # pylint: disable=invalid-commit
             return False
         self.write({"next_attempt": fields.Datetime.now() + LEASE, "attempt_count": self.attempt_count + 1})
-        self.env.cr.commit()  # pylint: disable=invalid-commit  (intent recorded before any call)
+        # Intent recorded before any call.
+        self.env.cr.commit()  # pylint: disable=invalid-commit
         return True
 
     def _process(self):
@@ -284,7 +289,8 @@ class FiscalDocument(models.Model):
         return Redactor([self.account_id.sudo().api_key or ""])(text)
 
     def _commit(self):
-        self.env.cr.commit()  # pylint: disable=invalid-commit  (each remote step is a fact)
+        # Each remote step is a fact.
+        self.env.cr.commit()  # pylint: disable=invalid-commit
 
     # ------------------------------------------------------------------ jobs
     def _job_issue(self, client):
@@ -293,7 +299,9 @@ class FiscalDocument(models.Model):
             client.prepare(data)  # customer and items: idempotent, no fiscal document
         if not self.remote_id and self.mode == "data_only":
             self.write({"state": "registered"})
-            self._post_on_sources(self.env._("Customer data sent to %s (no fiscal document requested).", self.account_id.name))
+            self._post_on_sources(
+                self.env._("Customer data sent to %s (no fiscal document requested).", self.account_id.name)
+            )
             return
         if not self.remote_id and self.create_sent and "find_by_reference" in client.capabilities:
             # A create may have reached the provider before a crash or timeout: look first.
@@ -311,7 +319,9 @@ class FiscalDocument(models.Model):
             if self.state != "draft":
                 self.write({"state": "draft"})
                 self._post_on_sources(
-                    self.env._("Draft fiscal document created at %s (not final: finalize it there).", self.account_id.name)
+                    self.env._(
+                        "Draft fiscal document created at %s (not final: finalize it there).", self.account_id.name
+                    )
                 )
             return
         if self.state in ("to_send", "sending"):
@@ -319,11 +329,13 @@ class FiscalDocument(models.Model):
                 # Also after a crash between finalize and our commit: the client treats
                 # "already finalized" as success.
                 self._store_remote(client.finalize(self.document_type, self.remote_id))
-            self.write({
-                "state": "issued",
-                "pdf_state": "pending" if "pdf" in client.capabilities else "none",
-                "email_state": "pending" if self.send_email and "email" in client.capabilities else "none",
-            })
+            self.write(
+                {
+                    "state": "issued",
+                    "pdf_state": "pending" if "pdf" in client.capabilities else "none",
+                    "email_state": "pending" if self.send_email and "email" in client.capabilities else "none",
+                }
+            )
             self._commit()
             self._post_on_sources(
                 self.env._(
@@ -369,8 +381,11 @@ class FiscalDocument(models.Model):
         self._store_remote(remote)
         self.write({"state": "cancelled"})
         self._post_on_sources(
-            self.env._("Fiscal document %(number)s cancelled at the provider: %(reason)s",
-                       number=self.number or self.reference, reason=self.cancel_reason or "-")
+            self.env._(
+                "Fiscal document %(number)s cancelled at the provider: %(reason)s",
+                number=self.number or self.reference,
+                reason=self.cancel_reason or "-",
+            )
         )
 
     def _store_remote(self, remote):
@@ -391,13 +406,19 @@ class FiscalDocument(models.Model):
         for record in (self.move_id, self.sale_order_id, self):
             if not record:
                 continue
-            attachment = self.env["ir.attachment"].sudo().create({
-                "name": filename,
-                "raw": content,
-                "mimetype": "application/pdf",
-                "res_model": record._name,
-                "res_id": record.id,
-            })
+            attachment = (
+                self.env["ir.attachment"]
+                .sudo()
+                .create(
+                    {
+                        "name": filename,
+                        "raw": content,
+                        "mimetype": "application/pdf",
+                        "res_model": record._name,
+                        "res_id": record.id,
+                    }
+                )
+            )
             attachments |= attachment
             if record != self:
                 record.sudo().message_post(body=body, attachment_ids=attachment.ids)
@@ -409,12 +430,16 @@ class FiscalDocument(models.Model):
         message = self._redact(str(error))
         self._log_attempt(operation, error.kind, client=client, message=message)
         # The document is not at fault: it waits, the account is paused with one message.
-        self.write({
-            "state": "sending" if self.create_sent and not self.remote_id else self.state,
-            "next_attempt": fields.Datetime.now(),
-            "last_error": self.env._("Waiting: the account %s is paused (credentials refused).", self.account_id.name),
-            "error_kind": error.kind,
-        })
+        self.write(
+            {
+                "state": "sending" if self.create_sent and not self.remote_id else self.state,
+                "next_attempt": fields.Datetime.now(),
+                "last_error": self.env._(
+                    "Waiting: the account %s is paused (credentials refused).", self.account_id.name
+                ),
+                "error_kind": error.kind,
+            }
+        )
         self.account_id._pause(message)
 
     def _on_provider_error(self, error, operation, client):
@@ -432,12 +457,17 @@ class FiscalDocument(models.Model):
         if self.state == "issued":
             # The document exists; only a follow-up (PDF, email) failed: keep it issued.
             vals.pop("state")
-            vals.update({"pdf_state": "none" if self.pdf_state == "pending" else self.pdf_state,
-                         "email_state": "none" if self.email_state == "pending" else self.email_state})
+            vals.update(
+                {
+                    "pdf_state": "none" if self.pdf_state == "pending" else self.pdf_state,
+                    "email_state": "none" if self.email_state == "pending" else self.email_state,
+                }
+            )
         self.write(vals)
         self._post_on_sources(
             self.env._("Fiscal document not issued: %s Fix the data, then click Retry.", message)
-            if "state" in vals else self.env._("Fiscal document follow-up failed: %s", message),
+            if "state" in vals
+            else self.env._("Fiscal document follow-up failed: %s", message),
             error=True,
         )
 
@@ -484,19 +514,21 @@ class FiscalDocument(models.Model):
 
     def _log_attempt(self, operation, outcome, client=None, message=None):
         trace = client.take_trace() if client else []
-        self.env["fiscal.document.attempt"].sudo().create({
-            "document_id": self.id,
-            "operation": operation,
-            "outcome": outcome,
-            "message": message,
-            "exchange_count": len(trace),
-            "summary": "\n".join(
-                f"{x.method} {x.path} -> {x.status or 'no answer'} ({x.duration_ms} ms)"
-                + (f"\n  sent: {x.request}" if x.request else "")
-                + (f"\n  got: {x.response}" if x.response else "")
-                for x in trace
-            ),
-        })
+        self.env["fiscal.document.attempt"].sudo().create(
+            {
+                "document_id": self.id,
+                "operation": operation,
+                "outcome": outcome,
+                "message": message,
+                "exchange_count": len(trace),
+                "summary": "\n".join(
+                    f"{x.method} {x.path} -> {x.status or 'no answer'} ({x.duration_ms} ms)"
+                    + (f"\n  sent: {x.request}" if x.request else "")
+                    + (f"\n  got: {x.response}" if x.response else "")
+                    for x in trace
+                ),
+            }
+        )
 
     # ------------------------------------------------------------------ chatter
     def _post_on_sources(self, body, error=False):
@@ -545,8 +577,11 @@ class FiscalDocument(models.Model):
             if "cancel" not in doc.account_id._capabilities():
                 raise UserError(self.env._("%s cannot cancel documents: issue a credit note.", doc.account_id.name))
             doc.write({"state": "to_cancel", "cancel_reason": reason, "next_attempt": fields.Datetime.now()})
-            doc.message_post(body=self.env._("Cancellation requested by %(user)s: %(reason)s",
-                                             user=self.env.user.name, reason=reason))
+            doc.message_post(
+                body=self.env._(
+                    "Cancellation requested by %(user)s: %(reason)s", user=self.env.user.name, reason=reason
+                )
+            )
         self._trigger_processing()
 
     def action_process_now(self):

@@ -100,13 +100,16 @@ class FiscalMapping(models.AbstractModel):
 
     @api.model
     def _lines_from_move(self, move):
-        lines = move.invoice_line_ids.filtered(lambda l: l.display_type == "product")
-        return [self._line(l, l.price_unit, l.quantity, l.discount, l.tax_ids, l.move_id.currency_id) for l in lines]
+        lines = move.invoice_line_ids.filtered(lambda line: line.display_type == "product")
+        return [self._line(ln, ln.price_unit, ln.quantity, ln.discount, ln.tax_ids, move.currency_id) for ln in lines]
 
     @api.model
     def _lines_from_order(self, order):
-        lines = order.order_line.filtered(lambda l: not l.display_type and l.product_uom_qty)
-        return [self._line(l, l.price_unit, l.product_uom_qty, l.discount, l.tax_ids, order.currency_id) for l in lines]
+        lines = order.order_line.filtered(lambda line: not line.display_type and line.product_uom_qty)
+        return [
+            self._line(ln, ln.price_unit, ln.product_uom_qty, ln.discount, ln.tax_ids, order.currency_id)
+            for ln in lines
+        ]
 
     @api.model
     def _line(self, line, price_unit, quantity, discount, taxes, currency):
@@ -117,7 +120,8 @@ class FiscalMapping(models.AbstractModel):
                 self.env._(
                     "Line “%(line)s” has taxes %(taxes)s: the fiscal document needs exactly one percent VAT "
                     "per line. Fix the taxes of the line.",
-                    line=line.name, taxes=", ".join(taxes.mapped("name")) or "-",
+                    line=line.name,
+                    taxes=", ".join(taxes.mapped("name")) or "-",
                 )
             )
         tax = taxes[:1]

@@ -104,9 +104,7 @@ class FiscalProviderAccount(models.Model):
 
     def _compute_document_count(self):
         counts = dict(
-            self.env["fiscal.document"]._read_group(
-                [("account_id", "in", self.ids)], ["account_id"], ["__count"]
-            )
+            self.env["fiscal.document"]._read_group([("account_id", "in", self.ids)], ["account_id"], ["__count"])
         )
         errors = dict(
             self.env["fiscal.document"]._read_group(

@@ -18,7 +18,9 @@ class FiscalSourceMixin(models.AbstractModel):
     fiscal_number = fields.Char("Fiscal number", compute="_compute_fiscal_document", compute_sudo=True)
     fiscal_atcud = fields.Char("ATCUD", compute="_compute_fiscal_document", compute_sudo=True)
     fiscal_error = fields.Text("Fiscal error", compute="_compute_fiscal_document", compute_sudo=True)
-    fiscal_pdf_id = fields.Many2one("ir.attachment", "Fiscal PDF", compute="_compute_fiscal_document", compute_sudo=True)
+    fiscal_pdf_id = fields.Many2one(
+        "ir.attachment", "Fiscal PDF", compute="_compute_fiscal_document", compute_sudo=True
+    )
     fiscal_document_count = fields.Integer(compute="_compute_fiscal_document", compute_sudo=True)
 
     def _fiscal_documents(self):

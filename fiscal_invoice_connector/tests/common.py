@@ -27,52 +27,62 @@ class FiscalTestCommon(TestSaleCommon):
         params = cls.env["ir.config_parameter"].sudo()
         params.set_param("fiscal_invoice_connector.pdf_poll_interval", "0.01")
         cls.company = cls.company_data["company"]
-        cls.tax_23 = cls.env["account.tax"].create({
-            "name": "IVA 23% (test)",
-            "amount": 23.0,
-            "amount_type": "percent",
-            "type_tax_use": "sale",
-            "company_id": cls.company.id,
-            "fiscal_tax_name": "IVA23",
-        })
-        cls.tax_exempt = cls.env["account.tax"].create({
-            "name": "Isento (test)",
-            "amount": 0.0,
-            "amount_type": "percent",
-            "type_tax_use": "sale",
-            "company_id": cls.company.id,
-            "fiscal_tax_name": "IVA0",
-            "fiscal_exemption_code": "M07",
-        })
-        cls.product = cls.env["product.product"].create({
-            "name": "Vinho do Porto",
-            "default_code": "PORTO-1",
-            "list_price": 100.0,
-            "type": "consu",
-            "invoice_policy": "order",
-            "taxes_id": [Command.set(cls.tax_23.ids)],
-        })
-        cls.customer = cls.env["res.partner"].create({
-            "name": "Tasca do Bairro, Lda",
-            "is_company": True,
-            "vat": "PT508000009",
-            "street": "Rua Augusta 120",
-            "city": "Lisboa",
-            "zip": "1100-053",
-            "country_id": cls.env.ref("base.pt").id,
-            "email": "contabilidade@tasca.example",
-        })
-        cls.account = cls.env["fiscal.provider.account"].create({
-            "name": "IX test",
-            "company_id": cls.company.id,
-            "provider": "invoicexpress",
-            "account_name": "test",
-            "base_url": cls.sim.base_url,
-            "api_key": API_KEY,
-            "trigger": "order_confirm",
-            "mode": "finalize",
-            "document_type": "invoice",
-        })
+        cls.tax_23 = cls.env["account.tax"].create(
+            {
+                "name": "IVA 23% (test)",
+                "amount": 23.0,
+                "amount_type": "percent",
+                "type_tax_use": "sale",
+                "company_id": cls.company.id,
+                "fiscal_tax_name": "IVA23",
+            }
+        )
+        cls.tax_exempt = cls.env["account.tax"].create(
+            {
+                "name": "Isento (test)",
+                "amount": 0.0,
+                "amount_type": "percent",
+                "type_tax_use": "sale",
+                "company_id": cls.company.id,
+                "fiscal_tax_name": "IVA0",
+                "fiscal_exemption_code": "M07",
+            }
+        )
+        cls.product = cls.env["product.product"].create(
+            {
+                "name": "Vinho do Porto",
+                "default_code": "PORTO-1",
+                "list_price": 100.0,
+                "type": "consu",
+                "invoice_policy": "order",
+                "taxes_id": [Command.set(cls.tax_23.ids)],
+            }
+        )
+        cls.customer = cls.env["res.partner"].create(
+            {
+                "name": "Tasca do Bairro, Lda",
+                "is_company": True,
+                "vat": "PT508000009",
+                "street": "Rua Augusta 120",
+                "city": "Lisboa",
+                "zip": "1100-053",
+                "country_id": cls.env.ref("base.pt").id,
+                "email": "contabilidade@tasca.example",
+            }
+        )
+        cls.account = cls.env["fiscal.provider.account"].create(
+            {
+                "name": "IX test",
+                "company_id": cls.company.id,
+                "provider": "invoicexpress",
+                "account_name": "test",
+                "base_url": cls.sim.base_url,
+                "api_key": API_KEY,
+                "trigger": "order_confirm",
+                "mode": "finalize",
+                "document_type": "invoice",
+            }
+        )
         cls.company.fiscal_default_account_id = cls.account
 
     def setUp(self):
@@ -81,25 +91,33 @@ class FiscalTestCommon(TestSaleCommon):
 
     # -- helpers ---------------------------------------------------------------
     def make_product(self, tax, name="Formação", code="FORM-1"):
-        return self.env["product.product"].create({
-            "name": name,
-            "default_code": code,
-            "list_price": 100.0,
-            "type": "service",
-            "invoice_policy": "order",
-            "taxes_id": [Command.set(tax.ids)],
-        })
+        return self.env["product.product"].create(
+            {
+                "name": name,
+                "default_code": code,
+                "list_price": 100.0,
+                "type": "service",
+                "invoice_policy": "order",
+                "taxes_id": [Command.set(tax.ids)],
+            }
+        )
 
     def make_order(self, partner=None, qty=2, price=100.0, product=None, **vals):
-        order = self.env["sale.order"].create({
-            "partner_id": (partner or self.customer).id,
-            "order_line": [Command.create({
-                "product_id": (product or self.product).id,
-                "product_uom_qty": qty,
-                "price_unit": price,
-            })],
-            **vals,
-        })
+        order = self.env["sale.order"].create(
+            {
+                "partner_id": (partner or self.customer).id,
+                "order_line": [
+                    Command.create(
+                        {
+                            "product_id": (product or self.product).id,
+                            "product_uom_qty": qty,
+                            "price_unit": price,
+                        }
+                    )
+                ],
+                **vals,
+            }
+        )
         return order
 
     def confirm(self, order):

@@ -37,8 +37,10 @@ class TestOutbox(FiscalTestCommon):
         # PDF fetched through the 202 -> 200 polling and attached to the order.
         self.assertEqual(doc.pdf_state, "done")
         self.assertTrue(doc.pdf_attachment_id.raw.startswith(b"%PDF"))
-        order_pdfs = self.env["ir.attachment"].sudo().search(
-            [("res_model", "=", "sale.order"), ("res_id", "=", order.id), ("mimetype", "=", "application/pdf")]
+        order_pdfs = (
+            self.env["ir.attachment"]
+            .sudo()
+            .search([("res_model", "=", "sale.order"), ("res_id", "=", order.id), ("mimetype", "=", "application/pdf")])
         )
         self.assertEqual(len(order_pdfs), 1)
         self.assertIn(doc.number, self.chatter_text(order))
@@ -145,12 +147,14 @@ class TestOutbox(FiscalTestCommon):
         order = self.confirm(self.make_order())
         doc = order.fiscal_document_id
         with self.assertRaises(psycopg2.IntegrityError), mute_logger("odoo.sql_db"), self.env.cr.savepoint():
-            self.env["fiscal.document"].sudo().create({
-                "company_id": doc.company_id.id,
-                "account_id": doc.account_id.id,
-                "sale_order_id": order.id,
-                "kind": "invoice",
-            })
+            self.env["fiscal.document"].sudo().create(
+                {
+                    "company_id": doc.company_id.id,
+                    "account_id": doc.account_id.id,
+                    "sale_order_id": order.id,
+                    "kind": "invoice",
+                }
+            )
         # Enqueueing again (a second click, a replayed hook) returns the same document.
         again = self.env["fiscal.document"]._enqueue(self.account, order=order)
         self.assertEqual(again, doc)
@@ -196,8 +200,10 @@ class TestOutbox(FiscalTestCommon):
         order = self.confirm(self.make_order())
         self.assertFalse(order.fiscal_document_id)
         action = order.action_issue_fiscal_now()
-        wizard = self.env[action["res_model"]].with_context(action["context"]).create(
-            {"invoice_date": date(2026, 11, 2), "due_date": date(2026, 12, 2)}
+        wizard = (
+            self.env[action["res_model"]]
+            .with_context(action["context"])
+            .create({"invoice_date": date(2026, 11, 2), "due_date": date(2026, 12, 2)})
         )
         wizard.action_issue()
         self.run_queue()
@@ -210,7 +216,9 @@ class TestOutbox(FiscalTestCommon):
         order = self.confirm(self.make_order())
         self.run_queue()
         doc = order.fiscal_document_id
-        wizard = self.env["fiscal.cancel.wizard"].create({"document_ids": [(6, 0, doc.ids)], "reason": "Wrong customer"})
+        wizard = self.env["fiscal.cancel.wizard"].create(
+            {"document_ids": [(6, 0, doc.ids)], "reason": "Wrong customer"}
+        )
         wizard.action_cancel()
         self.run_queue()
         self.assertEqual(doc.state, "cancelled")

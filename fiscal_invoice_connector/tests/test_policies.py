@@ -22,7 +22,9 @@ class TestPolicies(FiscalTestCommon):
         self.assertEqual(invoice.fiscal_state, "issued", doc.last_error)
         self.assertEqual(invoice.fiscal_number, doc.number)
         self.assertEqual(order.fiscal_number, doc.number, "the order shows its invoice's fiscal document")
-        pdfs = self.env["ir.attachment"].sudo().search([("res_model", "=", "account.move"), ("res_id", "=", invoice.id)])
+        pdfs = (
+            self.env["ir.attachment"].sudo().search([("res_model", "=", "account.move"), ("res_id", "=", invoice.id)])
+        )
         self.assertTrue(pdfs.filtered(lambda a: a.mimetype == "application/pdf"))
 
     def test_trigger_payment(self):
@@ -30,9 +32,9 @@ class TestPolicies(FiscalTestCommon):
         order = self.confirm(self.make_order())
         invoice = self._invoice(order)
         self.assertFalse(invoice.fiscal_document_id, "posting does not issue under this policy")
-        self.env["account.payment.register"].with_context(
-            active_model="account.move", active_ids=invoice.ids
-        ).create({})._create_payments()
+        self.env["account.payment.register"].with_context(active_model="account.move", active_ids=invoice.ids).create(
+            {}
+        )._create_payments()
         self.assertIn(invoice.payment_state, ("paid", "in_payment"))
         doc = invoice.fiscal_document_id
         self.assertTrue(doc, invoice.payment_state)

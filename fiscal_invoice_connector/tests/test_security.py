@@ -12,13 +12,15 @@ class TestSecurity(FiscalTestCommon):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.salesman = cls.env["res.users"].create({
-            "name": "Salesman",
-            "login": "fiscal_salesman",
-            "group_ids": [Command.set(cls.quick_ref("sales_team.group_sale_salesman").ids)],
-            "company_ids": [Command.set(cls.company.ids)],
-            "company_id": cls.company.id,
-        })
+        cls.salesman = cls.env["res.users"].create(
+            {
+                "name": "Salesman",
+                "login": "fiscal_salesman",
+                "group_ids": [Command.set(cls.quick_ref("sales_team.group_sale_salesman").ids)],
+                "company_ids": [Command.set(cls.company.ids)],
+                "company_id": cls.company.id,
+            }
+        )
 
     def test_non_manager_cannot_read_credentials(self):
         account = self.account.with_user(self.salesman)
@@ -80,13 +82,15 @@ class TestSecurity(FiscalTestCommon):
     def test_other_company_documents_are_invisible(self):
         order = self.confirm(self.make_order())
         other = self.setup_other_company()["company"]
-        user = self.env["res.users"].create({
-            "name": "Other company user",
-            "login": "fiscal_other_company",
-            "group_ids": [Command.set(self.quick_ref("fiscal_invoice_connector.group_fiscal_user").ids)],
-            "company_ids": [Command.set(other.ids)],
-            "company_id": other.id,
-        })
+        user = self.env["res.users"].create(
+            {
+                "name": "Other company user",
+                "login": "fiscal_other_company",
+                "group_ids": [Command.set(self.quick_ref("fiscal_invoice_connector.group_fiscal_user").ids)],
+                "company_ids": [Command.set(other.ids)],
+                "company_id": other.id,
+            }
+        )
         Doc = self.env["fiscal.document"].with_user(user)
         self.assertFalse(Doc.search([("id", "=", order.fiscal_document_id.id)]))
         self.assertFalse(self.env["fiscal.provider.account"].with_user(user).search([("id", "=", self.account.id)]))

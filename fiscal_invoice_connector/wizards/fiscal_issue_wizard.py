@@ -5,7 +5,7 @@ from ..models.fiscal_provider_account import DOCUMENT_TYPES
 
 
 class FiscalIssueWizard(models.TransientModel):
-    """"Issue fiscal document now": the manual flow, with its dates. It queues the
+    """ "Issue fiscal document now": the manual flow, with its dates. It queues the
     document and wakes the queue up; the provider is still called by the cron only,
     so a click and the cron can never issue the same sale twice."""
 
@@ -65,8 +65,11 @@ class FiscalIssueWizard(models.TransientModel):
                 existing.action_retry()
                 return self._notify(self.env._("The fiscal document will be sent again in a few seconds."))
             raise UserError(
-                self.env._("%(record)s already has a fiscal document (%(state)s).",
-                           record=record.display_name, state=dict(existing._fields["state"].selection)[existing.state])
+                self.env._(
+                    "%(record)s already has a fiscal document (%(state)s).",
+                    record=record.display_name,
+                    state=dict(existing._fields["state"].selection)[existing.state],
+                )
             )
         Doc = self.env["fiscal.document"]
         extra = {"invoice_date": self.invoice_date, "due_date": self.due_date, "document_type": self.document_type}
