@@ -99,8 +99,10 @@ if [ ! -f "$VENV/.complete" ]; then
     say "building the virtualenv $VENV (Odoo's and the connector's dependencies, about a minute)..."
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV" || die "python -m venv failed: install the venv module (Debian: python3-venv)"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REPO_DIR/requirements.txt" \
-        || die "pip install -r requirements.txt failed (see above); PyPI must be reachable"
+    # (grep drops pip's notices about find-links folders that some machines configure.)
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REPO_DIR/requirements.txt" 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
+    [ "${PIPESTATUS[0]}" = 0 ] || die "pip install -r requirements.txt failed (see above); PyPI must be reachable"
     touch "$VENV/.complete"
 fi
 export PY="$VENV/bin/python"
