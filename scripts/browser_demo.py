@@ -138,7 +138,8 @@ def main():
     browser = Browser()
     try:
         browser.goto(f"{args.url}/web/login")
-        browser.wait("document.querySelector('input[name=login]')", timeout=180, what="the login form (the first load builds the assets)")
+        # The first load of a new database builds the asset bundles: be patient.
+        browser.wait("document.querySelector('input[name=login]')", timeout=180, what="the login form")
         browser.js(f"""(() => {{
             document.querySelector('input[name=login]').value = {json.dumps(args.login)};
             document.querySelector('input[name=password]').value = {json.dumps(args.password)};
@@ -165,7 +166,8 @@ def main():
         deadline = time.time() + 90
         number = None
         while time.time() < deadline:
-            rows = rpc(args.url, session, "sale.order", "read", [[order_id], ["fiscal_number", "fiscal_pdf_id", "fiscal_state"]])
+            fields = ["fiscal_number", "fiscal_pdf_id", "fiscal_state"]
+            rows = rpc(args.url, session, "sale.order", "read", [[order_id], fields])
             if rows[0]["fiscal_number"] and rows[0]["fiscal_pdf_id"]:
                 number = rows[0]["fiscal_number"]
                 break
@@ -184,8 +186,8 @@ def main():
         time.sleep(0.5)
         browser.screenshot(shot("fiscal-documents-list.png"))
 
-        accounts = rpc(args.url, session, "fiscal.provider.account", "search_read", [[]], {"fields": ["id"], "limit": 1})
-        browser.goto(f"{args.url}/odoo/action-fiscal_invoice_connector.fiscal_provider_account_action/{accounts[0]['id']}")
+        accounts = rpc(args.url, session, "fiscal.provider.account", "search", [[]], {"limit": 1})
+        browser.goto(f"{args.url}/odoo/action-fiscal_invoice_connector.fiscal_provider_account_action/{accounts[0]}")
         browser.wait("document.querySelector('.o_form_view .o_field_widget[name=api_key]')", what="the account form")
         time.sleep(0.5)
         browser.screenshot(shot("provider-account.png"))

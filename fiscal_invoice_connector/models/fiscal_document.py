@@ -294,7 +294,9 @@ class FiscalDocument(models.Model):
 
     # ------------------------------------------------------------------ jobs
     def _job_issue(self, client):
-        data = self.env["fiscal.mapping"]._document_data(self)
+        # Mapped only while the document does not exist remotely: a follow-up (finalize,
+        # PDF, email) never depends on today's data of the order.
+        data = None if self.remote_id else self.env["fiscal.mapping"]._document_data(self)
         if not self.remote_id:
             client.prepare(data)  # customer and items: idempotent, no fiscal document
         if not self.remote_id and self.mode == "data_only":
@@ -354,12 +356,13 @@ class FiscalDocument(models.Model):
                 self.write({"email_state": "none"})
                 self._post_on_sources(self.env._("Not emailed: the customer has no email address."))
             else:
+                number = self.number or ""
                 client.send_email(
                     self.document_type,
                     self.remote_id,
                     email,
-                    (self.account_id.email_subject or "").format(number=self.number or ""),
-                    (self.account_id.email_body or "").format(number=self.number or ""),
+                    (self.account_id.email_subject or "").replace("{number}", number),
+                    (self.account_id.email_body or "").replace("{number}", number),
                 )
                 self.write({"email_state": "sent"})
                 self._post_on_sources(self.env._("Fiscal document emailed to %s by the provider.", email))

@@ -166,6 +166,26 @@ class FiscalParty:
     zip: str | None = None
     phone: str | None = None
     is_company: bool = False
+    # Brazil (NFS-e): address details the municipalities require.
+    state_code: str | None = None  # UF, e.g. "MG"
+    street_number: str | None = None
+    district: str | None = None  # bairro
+    city_code: str | None = None  # IBGE municipality code
+    street2: str | None = None  # complemento
+    municipal_registration: str | None = None  # inscrição municipal
+
+
+@dataclass
+class FiscalService:
+    """What a service invoice (NFS-e) declares: one service per note."""
+
+    description: str
+    municipal_code: str | None = None  # código de serviço do município
+    lc116_item: str | None = None  # item da lista de serviço LC 116/2003
+    cnae: str | None = None
+    iss_rate: Decimal = Decimal("0")  # percent
+    iss_withheld: bool = False
+    city_code: str | None = None  # IBGE code of the place of service
 
 
 @dataclass
@@ -180,6 +200,18 @@ class FiscalLine:
     discount: Decimal = Decimal("0")  # percent
     unit: str | None = None
     is_shipping: bool = False
+    # Credit notes: the row (1-based) of the original document this line credits (Vendus).
+    related_row: int | None = None
+
+
+@dataclass
+class FiscalPayment:
+    """A payment carried by an invoice-receipt / simplified invoice, or a receipt."""
+
+    amount: Decimal
+    date: date
+    method: str = "TB"  # provider-neutral code: TB transfer, NU cash, CC card, MB, CH cheque, OU other
+    reference: str | None = None  # our reference of the payment (idempotency)
 
 
 DOCUMENT_KINDS = ("invoice", "invoice_receipt", "simplified_invoice", "credit_note")
@@ -199,9 +231,13 @@ class FiscalDocumentData:
     origin: str | None = None  # e.g. the sale order name, shown on the document
     notes: str | None = None
     related_remote_id: str | None = None  # original document of a credit note
+    related_number: str | None = None  # its fiscal number (Vendus references it by number)
     reason: str | None = None  # credit note / cancellation reason
     expected_total: Decimal | None = None  # Odoo's total, for the totals guard
     email_to: str | None = None
+    send_email: bool = False  # ask the provider to email the customer (eNotas: enviarPorEmail)
+    service: FiscalService | None = None  # service invoices (NFS-e)
+    payments: list = field(default_factory=list)  # FiscalPayment, for FR/FS-type documents
 
     def __post_init__(self):
         if self.kind not in DOCUMENT_KINDS:
@@ -214,7 +250,9 @@ class RemoteDocument:
 
     remote_id: str
     kind: str
-    state: str  # draft | final | settled | canceled | deleted | pending | rejected
+    # draft | pending (async authorization running) | final | settled | rejected |
+    # cancel_pending | canceled | cancel_denied | deleted
+    state: str
     number: str | None = None
     atcud: str | None = None  # PT: ATCUD; BR: verification code
     total: Decimal | None = None
@@ -256,7 +294,9 @@ class FiscalProvider:
     label = None
     default_base_url = None
     credential_fields = ("api_key",)
-    capabilities = frozenset()  # subset of {"draft", "email", "pdf", "cancel", "credit_note", "find_by_reference"}
+    # Subset of {"draft", "email", "pdf", "xml", "cancel", "credit_note", "receipt", "find_by_reference",
+    # "async"}; "async" = create answers before the document is final (poll fetch_status / webhooks).
+    capabilities = frozenset()
     # Largest body kept (after redaction) in the attempt log, per exchange.
     trace_body_limit = 600
 
@@ -288,6 +328,14 @@ class FiscalProvider:
         raise NotImplementedError
 
     def fetch_pdf(self, kind: str, remote_id: str) -> bytes:
+        raise NotImplementedError
+
+    def fetch_xml(self, kind: str, remote_id: str) -> bytes:
+        """The legal XML (Brazil: the NFS-e as authorized)."""
+        raise NotImplementedError
+
+    def register_payment(self, kind: str, remote_id: str, payment: FiscalPayment) -> RemoteDocument:
+        """A receipt for (part of) an issued invoice (InvoiceXpress partial payment, Vendus RG)."""
         raise NotImplementedError
 
     def send_email(self, kind: str, remote_id: str, email: str, subject: str, body: str) -> None:
