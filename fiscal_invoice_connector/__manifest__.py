@@ -15,11 +15,13 @@
         "data/ir_cron.xml",
         "wizards/fiscal_issue_wizard_views.xml",
         "wizards/fiscal_cancel_wizard_views.xml",
+        "wizards/fiscal_backfill_wizard_views.xml",
         "views/fiscal_provider_account_views.xml",
         "views/fiscal_document_views.xml",
         "views/sale_order_views.xml",
         "views/account_move_views.xml",
         "views/account_tax_views.xml",
+        "views/product_partner_views.xml",
         "views/menus.xml",
     ],
     "demo": [

@@ -4,6 +4,7 @@ from . import (
     fiscal_document_attempt,
     fiscal_mapping,
     fiscal_source_mixin,
+    product,
     res_company,
     account_tax,
     sale_order,

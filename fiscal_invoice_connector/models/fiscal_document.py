@@ -19,6 +19,7 @@ import psycopg2
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError
+from odoo.tools import SQL
 
 from ..providers import (
     AuthenticationError,
@@ -46,6 +47,12 @@ STATES = [
 # States in which the document occupies its source (the unique indexes ignore the others).
 DEAD_STATES = ("cancelled", "dropped")
 LEASE = timedelta(minutes=5)
+
+
+class ProviderRejection(UserError):
+    """The provider decided (rejected the document, refused a cancellation)."""
+
+
 BACKOFF_BASE = 60  # seconds; doubled at each attempt
 BACKOFF_CAP = 6 * 3600
 
@@ -97,10 +104,12 @@ class FiscalDocument(models.Model):
     number = fields.Char("Fiscal number", readonly=True, copy=False, tracking=True)
     atcud = fields.Char("ATCUD / verification code", readonly=True, copy=False)
     remote_total = fields.Monetary("Total at provider", readonly=True, copy=False)
+    remote_message = fields.Text("Provider message", readonly=True, copy=False, help="e.g. why it was rejected")
     create_sent = fields.Boolean(
         readonly=True, copy=False, help="A create request may have reached the provider: probe before re-sending."
     )
     pdf_attachment_id = fields.Many2one("ir.attachment", "PDF", readonly=True, copy=False)
+    xml_attachment_id = fields.Many2one("ir.attachment", "XML", readonly=True, copy=False)
     pdf_state = fields.Selection(
         [("none", "Not needed"), ("pending", "Pending"), ("done", "Attached")], default="none", readonly=True
     )
@@ -136,17 +145,33 @@ class FiscalDocument(models.Model):
     @api.model_create_multi
     def create(self, vals_list):
         docs = super().create(vals_list)
+        # Unique per database and identical on every retry, forever (one query for a batch).
         uuid = self.env["ir.config_parameter"].sudo().get_param("database.uuid", "")[:8]
-        for doc in docs:
-            if not doc.reference:
-                # Unique per database and identical on every retry, forever.
-                doc.reference = f"ODOO-{uuid}-{doc.id}"
+        self.env.flush_all()
+        self.env.execute_query(
+            SQL(
+                "UPDATE fiscal_document SET reference = %s || id WHERE id IN %s AND reference IS NULL",
+                f"ODOO-{uuid}-",
+                tuple(docs.ids),
+            )
+        )
+        docs.invalidate_recordset(["reference"])
         return docs
 
     def write(self, vals):
         if "reference" in vals and any(doc.reference and doc.reference != vals["reference"] for doc in self):
             raise UserError(self.env._("The reference of a fiscal document never changes."))
-        return super().write(vals)
+        res = super().write(vals)
+        self._invalidate_sources()
+        return res
+
+    def _invalidate_sources(self):
+        """Orders and invoices compute their fiscal fields without dependencies (they are read
+        through these documents): keep them right within the same transaction too."""
+        orders = self.sale_order_id
+        orders.invalidate_recordset()
+        orders.invoice_ids.invalidate_recordset()
+        self.move_id.invalidate_recordset()
 
     def unlink(self):
         if any(doc.create_sent or doc.remote_id for doc in self):
@@ -190,14 +215,47 @@ class FiscalDocument(models.Model):
         except psycopg2.errors.UniqueViolation:
             # A concurrent transaction enqueued the same source (unique index): keep theirs.
             return self.sudo().search(source_domain, limit=1)
-        # The fiscal fields of orders and invoices are computed without dependencies:
-        # make the new document visible in this transaction too.
-        doc.sale_order_id.invalidate_recordset()
-        doc.sale_order_id.invoice_ids.invalidate_recordset()
-        doc.move_id.invalidate_recordset()
+        doc._invalidate_sources()
         doc._post_on_sources(self.env._("Fiscal document queued at %s.", account.name))
         self._trigger_processing()
         return doc
+
+    @api.model
+    def _enqueue_many(self, account, records, per_minute=30):
+        """Bulk enqueue (backfill): one insert for all, no chatter per record, spread in time
+        so the queue never sends more than ``per_minute`` of them in a minute."""
+        is_move = records._name == "account.move"
+        now = fields.Datetime.now()
+        vals_list = []
+        for index, record in enumerate(records):
+            orders = record._fiscal_sale_orders() if is_move else record
+            vals_list.append(
+                {
+                    "company_id": record.company_id.id,
+                    "account_id": account.id,
+                    "sale_order_id": orders.id if len(orders) == 1 else False,
+                    "move_id": record.id if is_move else False,
+                    "partner_id": record.partner_id.commercial_partner_id.id,
+                    "kind": "invoice",
+                    "document_type": account.document_type,
+                    "mode": account.mode,
+                    "send_email": account.send_email,
+                    "currency_id": record.currency_id.id,
+                    "amount_total": record.amount_total,
+                    "next_attempt": now + timedelta(minutes=index // max(per_minute, 1)),
+                }
+            )
+        Doc = self.sudo().with_context(mail_create_nolog=True, tracking_disable=True)
+        try:
+            with self.env.cr.savepoint():
+                docs = Doc.create(vals_list)
+        except psycopg2.errors.UniqueViolation:
+            # Someone documented some of them meanwhile: go one by one (each returns the live one).
+            docs = self.browse()
+            for record in records:
+                docs |= self._enqueue(account, **({"move": record} if is_move else {"order": record}))
+        self._trigger_processing()
+        return docs
 
     @api.model
     def _trigger_processing(self, at=None):
@@ -252,7 +310,7 @@ class FiscalDocument(models.Model):
             # Release the row lock.
             self.env.cr.commit()  # pylint: disable=invalid-commit
             return False
-        self.write({"next_attempt": fields.Datetime.now() + LEASE, "attempt_count": self.attempt_count + 1})
+        self.write({"next_attempt": fields.Datetime.now() + LEASE})
         # Intent recorded before any call.
         self.env.cr.commit()  # pylint: disable=invalid-commit
         return True
@@ -265,15 +323,23 @@ class FiscalDocument(models.Model):
         try:
             client = self.account_id._get_client()
             if operation == "cancel":
-                self._job_cancel(client)
+                waiting = self._job_cancel(client)
             else:
-                self._job_issue(client)
-            self._log_attempt(operation, "ok", client=client)
-            self.write({"next_attempt": fields.Datetime.now(), "last_error": False, "error_kind": False})
+                waiting = self._job_issue(client)
+            self._log_attempt(operation, "waiting" if waiting else "ok", client=client)
+            # An asynchronous provider is still working: read its answer again later
+            # (a webhook wakes us up sooner). Waiting is not a failed attempt.
+            delay = timedelta(seconds=max(self.account_id.poll_interval, 1)) if waiting else timedelta()
+            self.write({"next_attempt": fields.Datetime.now() + delay, "last_error": False, "error_kind": False})
+            if waiting:
+                self._trigger_processing(self.next_attempt)
         except AuthenticationError as e:
             self._on_auth_error(e, operation, client)
         except ProviderError as e:
             self._on_provider_error(e, operation, client)
+        except ProviderRejection as e:
+            # The provider looked at the document and said no (already recorded): the data needs a fix.
+            self._on_validation_error(str(e), "rejected", operation, client)
         except UserError as e:
             # Our own validation (mapping) failed: the data needs a fix.
             self._on_validation_error(str(e), "validation", operation, client)
@@ -286,7 +352,7 @@ class FiscalDocument(models.Model):
         self.env.cr.commit()  # pylint: disable=invalid-commit
 
     def _redact(self, text):
-        return Redactor([self.account_id.sudo().api_key or ""])(text)
+        return Redactor(self.account_id._secrets())(text)
 
     def _commit(self):
         # Each remote step is a fact.
@@ -294,29 +360,13 @@ class FiscalDocument(models.Model):
 
     # ------------------------------------------------------------------ jobs
     def _job_issue(self, client):
-        # Mapped only while the document does not exist remotely: a follow-up (finalize,
-        # PDF, email) never depends on today's data of the order.
-        data = None if self.remote_id else self.env["fiscal.mapping"]._document_data(self)
-        if not self.remote_id:
-            client.prepare(data)  # customer and items: idempotent, no fiscal document
-        if not self.remote_id and self.mode == "data_only":
-            self.write({"state": "registered"})
-            self._post_on_sources(
-                self.env._("Customer data sent to %s (no fiscal document requested).", self.account_id.name)
-            )
-            return
-        if not self.remote_id and self.create_sent and "find_by_reference" in client.capabilities:
-            # A create may have reached the provider before a crash or timeout: look first.
-            found = client.find_by_reference(data)
-            if found:
-                self._store_remote(found)
-                self._commit()
-        if not self.remote_id:
-            self.write({"state": "sending", "create_sent": True})
-            self._commit()
-            remote = client.create(data)
-            self._store_remote(remote)
-            self._commit()
+        """create -> finalize -> PDF -> email, resuming at the first step not yet recorded.
+        Returns True while the provider is still authorizing the document."""
+        # A document the provider rejected (eNotas "Negada") is sent again, with the same
+        # reference, once the user fixed the data and clicked Retry.
+        if not self.remote_id or self.remote_state == "rejected":
+            if not self._create_remote(client):
+                return False  # data only: nothing more to do
         if self.mode == "draft":
             if self.state != "draft":
                 self.write({"state": "draft"})
@@ -325,63 +375,131 @@ class FiscalDocument(models.Model):
                         "Draft fiscal document created at %s (not final: finalize it there).", self.account_id.name
                     )
                 )
-            return
-        if self.state in ("to_send", "sending"):
-            if self.remote_state not in ("final", "settled"):
-                # Also after a crash between finalize and our commit: the client treats
-                # "already finalized" as success.
-                self._store_remote(client.finalize(self.document_type, self.remote_id))
-            self.write(
-                {
-                    "state": "issued",
-                    "pdf_state": "pending" if "pdf" in client.capabilities else "none",
-                    "email_state": "pending" if self.send_email and "email" in client.capabilities else "none",
-                }
-            )
-            self._commit()
+            return False
+        if self.state in ("to_send", "sending") and self._finalize_remote(client):
+            return True
+        self._follow_ups(client)
+        return False
+
+    def _create_remote(self, client):
+        """Make the document exist remotely, exactly once. False when only data was sent."""
+        resend = self.remote_state == "rejected"
+        # Mapped only here: later steps (finalize, PDF, email) never depend on today's data.
+        data = self.env["fiscal.mapping"]._document_data(self)
+        client.prepare(data)  # customer and items: idempotent, no fiscal document
+        if self.mode == "data_only":
+            self.write({"state": "registered"})
             self._post_on_sources(
+                self.env._("Customer data sent to %s (no fiscal document requested).", self.account_id.name)
+            )
+            return False
+        if not resend and self.create_sent and "find_by_reference" in client.capabilities:
+            # A create may have reached the provider before a crash or timeout: look first.
+            found = client.find_by_reference(data)
+            if found:
+                self._store_remote(found)
+                self._commit()
+                return True
+        self.write({"state": "sending", "create_sent": True})
+        self._commit()
+        try:
+            remote = client.create(data)
+        except ProviderError as e:
+            # "This reference exists already": our earlier attempt got through. Take it.
+            remote = client.find_by_reference(data) if e.kind == "duplicate" else None
+            if not remote:
+                raise
+        self._store_remote(remote)
+        self._commit()
+        return True
+
+    def _finalize_remote(self, client):
+        """Finalize (or read the asynchronous authorization). True while still pending."""
+        if self.remote_state not in ("final", "settled"):
+            # Also after a crash between finalize and our commit: the client treats
+            # "already finalized" as success. Asynchronous providers answer their status.
+            self._store_remote(client.finalize(self.document_type, self.remote_id))
+            self._commit()
+        if self.remote_state == "pending":
+            return True
+        if self.remote_state == "rejected":
+            raise ProviderRejection(
                 self.env._(
-                    "Fiscal document %(number)s issued at %(account)s (ATCUD %(atcud)s).",
-                    number=self.number or "?",
-                    account=self.account_id.name,
-                    atcud=self.atcud or "-",
+                    "%(provider)s rejected the document: %(reason)s",
+                    provider=client.label,
+                    reason=self.remote_message or "-",
                 )
             )
+        self.write(
+            {
+                "state": "issued",
+                "pdf_state": "pending" if "pdf" in client.capabilities else "none",
+                "email_state": "pending" if self.send_email and "email" in client.capabilities else "none",
+            }
+        )
+        self._commit()
+        self._post_on_sources(
+            self.env._(
+                "Fiscal document %(number)s issued at %(account)s (ATCUD / verification code %(code)s).",
+                number=self.number or "?",
+                account=self.account_id.name,
+                code=self.atcud or "-",
+            )
+        )
+        return False
+
+    def _follow_ups(self, client):
         if self.state == "issued" and self.pdf_state == "pending":
-            self._attach_pdf(client.fetch_pdf(self.document_type, self.remote_id))
+            xml = client.fetch_xml(self.document_type, self.remote_id) if "xml" in client.capabilities else None
+            self._attach_pdf(client.fetch_pdf(self.document_type, self.remote_id), xml)
             self._commit()
         if self.state == "issued" and self.email_state == "pending":
             email = self.partner_id.email
             if not email:
                 self.write({"email_state": "none"})
                 self._post_on_sources(self.env._("Not emailed: the customer has no email address."))
-            else:
-                number = self.number or ""
-                client.send_email(
-                    self.document_type,
-                    self.remote_id,
-                    email,
-                    (self.account_id.email_subject or "").replace("{number}", number),
-                    (self.account_id.email_body or "").replace("{number}", number),
-                )
-                self.write({"email_state": "sent"})
-                self._post_on_sources(self.env._("Fiscal document emailed to %s by the provider.", email))
+                return
+            number = self.number or ""
+            client.send_email(
+                self.document_type,
+                self.remote_id,
+                email,
+                (self.account_id.email_subject or "").replace("{number}", number),
+                (self.account_id.email_body or "").replace("{number}", number),
+            )
+            self.write({"email_state": "sent"})
+            self._post_on_sources(self.env._("Fiscal document emailed to %s by the provider.", email))
 
     def _job_cancel(self, client):
         if not self.remote_id and not self.create_sent:
             self.write({"state": "dropped"})
             self._post_on_sources(self.env._("Queued fiscal document dropped: nothing had been sent."))
-            return
+            return False
         if not self.remote_id:
             data = self.env["fiscal.mapping"]._document_data(self)
             found = client.find_by_reference(data) if "find_by_reference" in client.capabilities else None
             if not found:
                 self.write({"state": "cancelled"})
-                return
+                return False
             self._store_remote(found)
             self._commit()
-        remote = client.cancel(self.document_type, self.remote_id, self.cancel_reason or "")
+        if self.remote_state == "cancel_pending":
+            remote = client.fetch_status(self.document_type, self.remote_id)  # asynchronous cancellation
+        else:
+            remote = client.cancel(self.document_type, self.remote_id, self.cancel_reason or "")
         self._store_remote(remote)
+        if remote.state == "cancel_pending":
+            return True
+        if remote.state == "cancel_denied":
+            self.write({"state": "issued", "remote_state": "final"})
+            self._commit()
+            raise ProviderRejection(
+                self.env._(
+                    "%(provider)s refused the cancellation: %(reason)s",
+                    provider=client.label,
+                    reason=remote.message or "-",
+                )
+            )
         self.write({"state": "cancelled"})
         self._post_on_sources(
             self.env._(
@@ -390,9 +508,10 @@ class FiscalDocument(models.Model):
                 reason=self.cancel_reason or "-",
             )
         )
+        return False
 
     def _store_remote(self, remote):
-        vals = {"remote_id": remote.remote_id, "remote_state": remote.state}
+        vals = {"remote_id": remote.remote_id, "remote_state": remote.state, "remote_message": remote.message or False}
         if remote.number:
             vals["number"] = remote.number
         if remote.atcud:
@@ -401,31 +520,29 @@ class FiscalDocument(models.Model):
             vals["remote_total"] = float(remote.total)
         self.write(vals)
 
-    def _attach_pdf(self, content):
-        """Attach the provider's PDF to the invoice and the order (and keep it on the document)."""
-        filename = f"{(self.number or self.reference).replace('/', '-')}.pdf"
+    def _attach_pdf(self, content, xml=None):
+        """Attach the provider's PDF (and legal XML) to the invoice and the order, and keep them here."""
+        stem = (self.number or self.reference).replace("/", "-")
+        files = [(f"{stem}.pdf", content, "application/pdf")]
+        if xml:
+            files.append((f"{stem}.xml", xml, "application/xml"))
         body = self.env._("Fiscal document PDF %s received from the provider.", self.number or "")
-        attachments = self.env["ir.attachment"]
+        Attachment = self.env["ir.attachment"].sudo()
+        own = Attachment
         for record in (self.move_id, self.sale_order_id, self):
             if not record:
                 continue
-            attachment = (
-                self.env["ir.attachment"]
-                .sudo()
-                .create(
-                    {
-                        "name": filename,
-                        "raw": content,
-                        "mimetype": "application/pdf",
-                        "res_model": record._name,
-                        "res_id": record.id,
-                    }
-                )
+            attachments = Attachment.create(
+                [
+                    {"name": name, "raw": raw, "mimetype": mimetype, "res_model": record._name, "res_id": record.id}
+                    for name, raw, mimetype in files
+                ]
             )
-            attachments |= attachment
-            if record != self:
-                record.sudo().message_post(body=body, attachment_ids=attachment.ids)
-        self.write({"pdf_attachment_id": attachments[-1].id, "pdf_state": "done"})
+            if record == self:
+                own = attachments
+            else:
+                record.sudo().message_post(body=body, attachment_ids=attachments.ids)
+        self.write({"pdf_attachment_id": own[:1].id, "xml_attachment_id": own[1:2].id, "pdf_state": "done"})
 
     # ------------------------------------------------------------------ errors
     def _on_auth_error(self, error, operation, client):
@@ -475,7 +592,7 @@ class FiscalDocument(models.Model):
         )
 
     def _on_transient(self, error, operation, client):
-        attempts = self.attempt_count
+        attempts = self.attempt_count + 1  # failed attempts; waiting for an authorization is not one
         message = self._redact(str(error))
         self._log_attempt(operation, error.kind, client=client, message=message)
         if isinstance(error, RateLimitedError) or error.retry_after:
@@ -540,6 +657,54 @@ class FiscalDocument(models.Model):
             for record in (doc.sale_order_id, doc.move_id):
                 if record:
                     record.sudo().message_post(body=body, subtype_xmlid="mail.mt_note")
+
+    # ------------------------------------------------------------------ refunds
+    def _on_source_refunded(self, why):
+        """The sale was refunded in full or cancelled. A document still waiting is dropped
+        (refund window; or cancel-on-refund); an issued one is cancelled at the provider when
+        the account says so. Otherwise the accountant issues a credit note."""
+        for doc in self.filtered(lambda d: d.state not in DEAD_STATES and d.kind == "invoice"):
+            account = doc.account_id
+            unsent = not doc.create_sent and doc.state in ("to_send", "error", "failed")
+            if unsent and (account.trigger == "payment_window" or account.cancel_on_refund):
+                doc.write({"state": "dropped", "cancel_reason": why})
+                doc._post_on_sources(self.env._("Fiscal document dropped before sending: %s.", why))
+            elif account.cancel_on_refund and doc.state in ("issued", "draft", "sending", "to_send", "error"):
+                if "cancel" in account._capabilities():
+                    doc.action_request_cancel(why)
+                else:
+                    doc._post_on_sources(
+                        self.env._(
+                            "%(provider)s cannot cancel documents: issue a credit note (%(why)s).",
+                            provider=account.name,
+                            why=why,
+                        ),
+                    )
+
+    # ------------------------------------------------------------------ webhooks
+    @api.model
+    def _find_for_webhook(self, account, remote_id, reference):
+        if not remote_id and not reference:
+            return self.browse()
+        domain = [("account_id", "=", account.id)]
+        if remote_id and reference:
+            domain += ["|", ("remote_id", "=", str(remote_id)), ("reference", "=", str(reference))]
+        elif remote_id:
+            domain.append(("remote_id", "=", str(remote_id)))
+        else:
+            domain.append(("reference", "=", str(reference)))
+        return self.search(domain, limit=1)
+
+    def _wake_up_from_webhook(self):
+        """Read the document again soon, if we are waiting on the provider; otherwise nothing
+        (a replayed or late notification must not change anything)."""
+        waiting = self.filtered(
+            lambda d: d.remote_state in ("pending", "cancel_pending") and d.state in ("sending", "to_cancel")
+        )
+        if waiting:
+            waiting.write({"next_attempt": fields.Datetime.now()})
+            self._trigger_processing()
+        return waiting
 
     # ------------------------------------------------------------------ user actions
     def action_retry(self):

@@ -14,10 +14,10 @@ from decimal import Decimal
 
 from stdnum import get_cc_module
 
-from odoo import api, models
+from odoo import api, fields, models
 from odoo.exceptions import UserError
 
-from ..providers import FiscalDocumentData, FiscalLine, FiscalParty
+from ..providers import FiscalDocumentData, FiscalLine, FiscalParty, FiscalService
 
 
 def _d(value, digits=6):
@@ -51,8 +51,9 @@ class FiscalMapping(models.AbstractModel):
     def _document_data(self, doc):
         if doc.move_id:
             lines, record = self._lines_from_move(doc.move_id), doc.move_id
-            date = doc.invoice_date or doc.move_id.invoice_date
-            due = doc.due_date or doc.move_id.invoice_date_due
+            # A draft invoice (policy "on invoice creation") has no date yet: today.
+            date = doc.invoice_date or doc.move_id.invoice_date or fields.Date.context_today(doc)
+            due = doc.due_date or doc.move_id.invoice_date_due or date
             origin = doc.move_id.invoice_origin or doc.move_id.name
         elif doc.sale_order_id:
             lines, record = self._lines_from_order(doc.sale_order_id), doc.sale_order_id
@@ -77,6 +78,32 @@ class FiscalMapping(models.AbstractModel):
             related_remote_id=related.remote_id or None,
             reason=doc.cancel_reason or None,
             expected_total=_d(record.amount_total, 2),
+            send_email=doc.send_email,
+            service=self._service(doc, record),
+        )
+
+    @api.model
+    def _service(self, doc, record):
+        """The NFS-e service: the first product line's settings, then its category's, then the
+        account's defaults. Only providers issuing service notes use it."""
+        account = doc.account_id
+        lines = record.invoice_line_ids if record._name == "account.move" else record.order_line
+        product = lines.filtered(lambda ln: ln.product_id)[:1].product_id
+        template, category = product.product_tmpl_id, product.categ_id
+
+        def pick(name, default):
+            return template[name] or category[name] or default
+
+        descriptions = [ln.name for ln in lines if ln.product_id and ln.name]
+        return FiscalService(
+            description=pick("fiscal_service_description", account.service_description)
+            or "; ".join(descriptions)[:2000],
+            municipal_code=pick("fiscal_service_code", account.service_code) or None,
+            lc116_item=pick("fiscal_service_lc116", account.service_lc116) or None,
+            cnae=pick("fiscal_service_cnae", account.service_cnae) or None,
+            iss_rate=_d(pick("fiscal_iss_rate", account.iss_rate), 4),
+            iss_withheld=account.iss_withheld,
+            city_code=account.service_city_code or None,
         )
 
     @api.model
@@ -84,6 +111,9 @@ class FiscalMapping(models.AbstractModel):
         partner = partner.commercial_partner_id
         # No valid fiscal id: the provider issues to the final consumer (name kept).
         vat = normalize_vat(partner.vat, partner.country_id.code)
+        if partner.country_id.code == "BR" and partner.vat:
+            # CPF/CNPJ: the Brazilian rules (providers/brazil.py) validate and explain it.
+            vat = partner.vat
         return FiscalParty(
             code=f"ODOO-{company.id}-{partner.id}",
             name=partner.name,
@@ -91,11 +121,17 @@ class FiscalMapping(models.AbstractModel):
             country_code=partner.country_id.code or None,
             country_name=partner.country_id.with_context(lang="en_US").name or None,
             email=partner.email or None,
-            street=" ".join(filter(None, [partner.street, partner.street2])) or None,
+            street=partner.street or None,
             city=partner.city or None,
             zip=partner.zip or None,
             phone=partner.phone or None,
             is_company=partner.is_company,
+            state_code=partner.state_id.code or None,
+            street_number=getattr(partner, "street_number", None) or partner.fiscal_street_number or None,
+            district=partner.fiscal_district or None,
+            city_code=partner.fiscal_city_code or None,
+            street2=partner.street2 or None,
+            municipal_registration=partner.fiscal_municipal_registration or None,
         )
 
     @api.model

@@ -1,3 +1,5 @@
+import secrets
+
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
@@ -5,8 +7,10 @@ from ..providers import PROVIDERS, ProviderConfig, ProviderError, get_provider_c
 
 TRIGGERS = [
     ("order_confirm", "On order confirmation"),
+    ("invoice_create", "On invoice creation"),
     ("invoice_post", "On invoice posting"),
-    ("payment", "On payment"),
+    ("payment", "On payment confirmation"),
+    ("payment_window", "After the refund window"),
     ("manual", "Manual only"),
 ]
 MODES = [
@@ -60,7 +64,59 @@ class FiscalProviderAccount(models.Model):
     )
     # Secrets: readable and writable by connector managers only, never exported nor copied.
     api_key = fields.Char(
-        "API key", groups="fiscal_invoice_connector.group_fiscal_manager", copy=False, exportable=False
+        "API key",
+        groups="fiscal_invoice_connector.group_fiscal_manager",
+        copy=False,
+        exportable=False,
+        help="InvoiceXpress, Vendus, eNotas: the account's API key. InvoiCy: the partner key.",
+    )
+    access_key = fields.Char(
+        "Access key",
+        groups="fiscal_invoice_connector.group_fiscal_manager",
+        copy=False,
+        exportable=False,
+        help="InvoiCy: the company's access key (signs every request).",
+    )
+    webhook_secret = fields.Char(
+        groups="fiscal_invoice_connector.group_fiscal_manager",
+        copy=False,
+        exportable=False,
+        default=lambda self: secrets.token_urlsafe(24),
+        help="Random part of the webhook URL: the services do not sign their calls, so the URL is the secret.",
+    )
+    webhook_url = fields.Char(
+        compute="_compute_webhook_url",
+        groups="fiscal_invoice_connector.group_fiscal_manager",
+        help="Give this address to the provider (eNotas: Gateway panel > Webhooks).",
+    )
+    # Provider-specific settings that are not secrets.
+    company_ref = fields.Char(
+        "Company id at the provider",
+        help="eNotas: the company (empresa) id. InvoiCy: the company code.",
+        tracking=True,
+    )
+    register_id = fields.Char("Register id", help="Vendus: the register (caixa) documents are issued on.")
+    store_id = fields.Char("Store id", help="Vendus: the store of the register (optional).")
+    payment_method_codes = fields.Char(
+        "Payment method ids",
+        default="TB=1, NU=2, CC=3",
+        help="Vendus: the provider's payment method id for each kind of payment (TB transfer, NU cash, CC card, "
+        "MB Multibanco, CH cheque, OU other), as CODE=ID pairs.",
+    )
+    poll_interval = fields.Integer(
+        default=30,
+        help="Seconds between status reads while a provider authorizes a document (eNotas, InvoiCy). "
+        "Webhooks wake the queue up sooner.",
+    )
+    # Brazilian NFS-e defaults (product or category values win).
+    service_description = fields.Char(help="NFS-e: default service description.")
+    service_code = fields.Char("Municipal service code", help="NFS-e: código de serviço do município.")
+    service_lc116 = fields.Char("LC 116 item", help="NFS-e: item da lista de serviço (LC 116/2003), e.g. 1.07.")
+    service_cnae = fields.Char("CNAE")
+    iss_rate = fields.Float("ISS rate (%)", digits=(5, 2))
+    iss_withheld = fields.Boolean("ISS withheld at source")
+    service_city_code = fields.Char(
+        "Service city (IBGE)", help="NFS-e: IBGE code of the municipality where the service is provided."
     )
     state = fields.Selection(
         [("active", "Active"), ("paused", "Paused")],
@@ -76,6 +132,23 @@ class FiscalProviderAccount(models.Model):
     trigger = fields.Selection(TRIGGERS, required=True, default="order_confirm", tracking=True)
     mode = fields.Selection(MODES, required=True, default="finalize", tracking=True)
     document_type = fields.Selection(DOCUMENT_TYPES, required=True, default="invoice", tracking=True)
+    refund_window_days = fields.Integer(
+        "Refund window (days)",
+        default=7,
+        help="After the refund window: the document is issued this many days after the payment; "
+        "a refund or cancellation inside the window drops it and nothing is sent.",
+    )
+    policy_start = fields.Datetime(
+        default=fields.Datetime.now,
+        readonly=True,
+        help="Sales created before this moment are not issued by the refund-window policy (new sales only); "
+        "use Issue for past sales for them.",
+    )
+    cancel_on_refund = fields.Boolean(
+        "Cancel on refund",
+        help="When the sale is refunded (credit note) or cancelled: a queued document is dropped and an "
+        "issued one is cancelled at the provider.",
+    )
     send_email = fields.Boolean(
         "Send by email", help="Ask the provider to email the document to the customer once it is final."
     )
@@ -94,13 +167,34 @@ class FiscalProviderAccount(models.Model):
     document_count = fields.Integer(compute="_compute_document_count")
     error_count = fields.Integer(compute="_compute_document_count")
 
-    @api.depends("provider", "account_name")
+    @api.depends("provider", "account_name", "environment")
     def _compute_base_url(self):
         for account in self:
-            template = get_provider_class(account.provider).default_base_url if account.provider else ""
+            cls = get_provider_class(account.provider) if account.provider else None
+            urls = getattr(cls, "default_urls", {}) if cls else {}
+            template = (cls.default_base_url or urls.get(account.environment)) if cls else ""
             if "{account_name}" in (template or ""):
                 template = template.format(account_name=account.account_name or "ACCOUNT")
-            account.base_url = template
+            account.base_url = template or ""
+
+    def _compute_webhook_url(self):
+        base = self.env["ir.config_parameter"].sudo().get_param("web.base.url", "")
+        for account in self:
+            account.webhook_url = (
+                f"{base}/fiscal_invoice_connector/webhook/{account.id}/{account.webhook_secret}"
+                if account.id and account.webhook_secret
+                else False
+            )
+
+    def _payment_methods(self):
+        """``"TB=1, NU=2"`` -> ``{"TB": 1, "NU": 2}`` (ids stay strings when not numeric)."""
+        methods = {}
+        for pair in (self.payment_method_codes or "").replace(";", ",").split(","):
+            code, _sep, value = pair.partition("=")
+            if code.strip() and value.strip():
+                value = value.strip()
+                methods[code.strip().upper()] = int(value) if value.isdigit() else value
+        return methods
 
     def _compute_document_count(self):
         counts = dict(
@@ -115,6 +209,11 @@ class FiscalProviderAccount(models.Model):
             account.document_count = counts.get(account, 0)
             account.error_count = errors.get(account, 0)
 
+    def write(self, vals):
+        if "trigger" in vals:
+            vals = dict(vals, policy_start=fields.Datetime.now())
+        return super().write(vals)
+
     @api.constrains("max_attempts")
     def _check_max_attempts(self):
         for account in self:
@@ -127,20 +226,41 @@ class FiscalProviderAccount(models.Model):
         hooks run for users who must not read them)."""
         self.ensure_one()
         account = self.sudo()
-        if not account.api_key:
-            raise UserError(self.env._("The fiscal account %s has no API key: a manager must set it.", self.name))
+        cls = get_provider_class(account.provider)
+        values = {"api_key": account.api_key, "partner_key": account.api_key, "access_key": account.access_key}
+        credentials = {name: values.get(name) for name in cls.credential_fields}
+        labels = {"partner_key": "api_key"}
+        missing = [self._fields[labels.get(name, name)].string for name, value in credentials.items() if not value]
+        if missing:
+            raise UserError(
+                self.env._(
+                    "The fiscal account %(name)s has no %(what)s: a manager must set it.",
+                    name=self.name,
+                    what=", ".join(missing),
+                )
+            )
         if not account.base_url:
             raise UserError(self.env._("The fiscal account %s has no base URL.", self.name))
         params = self.env["ir.config_parameter"].sudo()
         return ProviderConfig(
             base_url=account.base_url,
-            credentials={"api_key": account.api_key},
+            credentials=credentials,
             environment=account.environment,
             options={
                 "pdf_poll_interval": float(params.get_param("fiscal_invoice_connector.pdf_poll_interval", 2.0)),
                 "pdf_max_polls": int(params.get_param("fiscal_invoice_connector.pdf_max_polls", 5)),
+                "company_id": account.company_ref or None,
+                "company_code": account.company_ref or None,
+                "register_id": account.register_id or None,
+                "store_id": account.store_id or None,
+                "payment_methods": account._payment_methods(),
             },
         )
+
+    def _secrets(self):
+        """Every secret of the account, for redaction."""
+        account = self.sudo()
+        return [value for value in (account.api_key, account.access_key, account.webhook_secret) if value]
 
     def _get_client(self):
         self.ensure_one()

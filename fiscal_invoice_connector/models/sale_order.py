@@ -30,6 +30,12 @@ class SaleOrder(models.Model):
         docs = self.env["fiscal.document"].sudo().search([("state", operator, value), ("sale_order_id", "!=", False)])
         return docs.sale_order_id.ids
 
+    def _action_cancel(self):
+        res = super()._action_cancel()
+        for order in self:
+            order._fiscal_documents()._on_source_refunded(self.env._("order %s cancelled", order.name))
+        return res
+
     def _action_confirm(self):
         res = super()._action_confirm()
         # Only a row in the outbox: the provider is called later by the cron, never here.

@@ -347,6 +347,12 @@ class FiscalProvider:
     def test_connection(self) -> str:
         raise NotImplementedError
 
+    @staticmethod
+    def parse_webhook(payload):
+        """``(remote_id, our_reference)`` named by a status notification; ValueError when
+        the payload is not one. Providers without webhooks refuse everything."""
+        raise ValueError("this provider sends no webhooks")
+
     # -- helpers --------------------------------------------------------------
     def take_trace(self):
         trace, self.trace = self.trace, []

@@ -127,7 +127,7 @@ class InvoiceXpressProvider(FiscalProvider):
             "name": party.name,
             "code": party.code,
             "email": party.email,
-            "address": party.street,
+            "address": " ".join(filter(None, [party.street, party.street2])) or None,
             "city": party.city,
             "postal_code": party.zip,
             "country": party.country_name,
