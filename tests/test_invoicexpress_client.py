@@ -166,7 +166,9 @@ def test_create_then_finalize_gives_number_atcud_and_vat_inclusive_total(sim, ki
     final = client.finalize(kind, draft.remote_id)
     assert final.remote_id == draft.remote_id
     assert final.state == final_state and final.is_final
-    assert final.number == "A/1"  # the inverted sequence number, as printed
+    # The SAF-T type code, then the inverted sequence number, as printed.
+    prefix = {"invoice": "FT", "invoice_receipt": "FR", "simplified_invoice": "FS"}[kind]
+    assert final.number == f"{prefix} A/1"
     assert final.atcud == f"{atcud_code}-1"
     assert isinstance(final.total, Decimal) and final.total == Decimal("77.08")
     assert sim.documents[int(final.remote_id)]["status"] == final_state
@@ -176,7 +178,7 @@ def test_numbers_follow_the_series(sim):
     client = make_client(sim)
     first = issue(client, document("INV/2025/0001"))
     second = issue(client, document("INV/2025/0002"))
-    assert (first.number, second.number) == ("A/1", "A/2")
+    assert (first.number, second.number) == ("FT A/1", "FT A/2")
     assert second.atcud.endswith("-2")
 
 
@@ -184,7 +186,7 @@ def test_fetch_status_reads_the_remote_document(sim):
     client = make_client(sim)
     final = issue(client, document())
     status = client.fetch_status("invoice", final.remote_id)
-    assert (status.state, status.number, status.total) == ("final", "A/1", Decimal("61.5"))
+    assert (status.state, status.number, status.total) == ("final", "FT A/1", Decimal("61.5"))
 
 
 def test_finalize_refused_by_series_chronology_is_a_validation_error(sim):
@@ -401,7 +403,7 @@ def test_lost_finalize_answer_is_reconciled_as_success(sim):
     assert sim.documents[int(draft.remote_id)]["status"] == "final"  # the service did it
 
     again = client.finalize("invoice", draft.remote_id)
-    assert again.state == "final" and again.number == "A/1" and again.remote_id == draft.remote_id
+    assert again.state == "final" and again.number == "FT A/1" and again.remote_id == draft.remote_id
     assert len(sim.final_documents()) == 1
     assert sim.final_documents()[0]["sequence_number"] == "1/A"
 
@@ -412,7 +414,7 @@ def test_find_by_reference_finds_a_finalized_document(sim):
     final = issue(client, doc)
     found = client.find_by_reference(doc)
     assert found is not None
-    assert (found.remote_id, found.number, found.state) == (final.remote_id, "A/1", "final")
+    assert (found.remote_id, found.number, found.state) == (final.remote_id, "FT A/1", "final")
 
 
 def test_find_by_reference_does_not_see_drafts_or_unknown_references(sim):
@@ -427,7 +429,7 @@ def test_find_by_reference_does_not_take_a_longer_reference_for_ours(sim):
     client = make_client(sim)
     issue(client, document("INV/2025/100001"))
     assert client.find_by_reference(document("INV/2025/10000")) is None
-    assert client.find_by_reference(document("INV/2025/100001")).number == "A/1"
+    assert client.find_by_reference(document("INV/2025/100001")).number == "FT A/1"
 
 
 # ---------------------------------------------------------------------------
@@ -466,7 +468,7 @@ def test_cancel_final_document_with_reason(sim):
     client = make_client(sim)
     final = issue(client, document())
     canceled = client.cancel("invoice", final.remote_id, "Wrong customer")
-    assert canceled.state == "canceled" and canceled.number == "A/1"
+    assert canceled.state == "canceled" and canceled.number == "FT A/1"
     stored = sim.documents[int(final.remote_id)]
     assert stored["status"] == "canceled" and stored["_cancel_message"] == "Wrong customer"
 

@@ -9,4 +9,5 @@ from . import (
     account_tax,
     sale_order,
     account_move,
+    account_partial_reconcile,
 )

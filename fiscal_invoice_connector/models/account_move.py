@@ -82,19 +82,25 @@ class AccountMove(models.Model):
     def _post(self, soft=True):
         posted = super()._post(soft=soft)
         posted._fiscal_enqueue("invoice_post")
-        # A full refund of an invoice with a fiscal document (refund window, cancel on refund).
+        Doc = self.env["fiscal.document"]
         for refund in posted.filtered(lambda m: m.move_type == "out_refund" and m.reversed_entry_id):
             original = refund.reversed_entry_id
+            handled = Doc
             if refund.currency_id.compare_amounts(refund.amount_total, original.amount_total) >= 0:
-                original._fiscal_documents()._on_source_refunded(
+                # A full refund: dropped while unsent (refund window), or cancelled if the account says so.
+                handled = original._fiscal_documents()._on_source_refunded(
                     self.env._("refunded by %s", refund.name or refund.display_name)
                 )
+            if not handled:
+                Doc._enqueue_credit_note(refund)
         return posted
 
     def _invoice_paid_hook(self):
         res = super()._invoice_paid_hook()
         self._fiscal_enqueue("payment")
         self._fiscal_enqueue("payment_window")
+        for move in self.filtered(lambda m: m.move_type == "out_invoice"):
+            move._fiscal_documents()._request_settle()
         return res
 
     def unlink(self):

@@ -14,6 +14,7 @@ Exactly-once protocol (docs/exactly-once.md has the long version):
 import logging
 import random
 from datetime import timedelta
+from decimal import Decimal
 
 import psycopg2
 
@@ -78,10 +79,36 @@ class FiscalDocument(models.Model):
     )
     partner_id = fields.Many2one("res.partner", "Customer", readonly=True)
     kind = fields.Selection(
-        [("invoice", "Invoice"), ("credit_note", "Credit note")], required=True, default="invoice", readonly=True
+        [("invoice", "Invoice"), ("credit_note", "Credit note"), ("receipt", "Receipt")],
+        required=True,
+        default="invoice",
+        readonly=True,
     )
     document_type = fields.Selection(
-        DOCUMENT_TYPES + [("credit_note", "Credit note")], required=True, default="invoice", readonly=True
+        DOCUMENT_TYPES + [("credit_note", "Credit note"), ("receipt", "Receipt")],
+        required=True,
+        default="invoice",
+        readonly=True,
+    )
+    related_document_id = fields.Many2one(
+        "fiscal.document",
+        "Original document",
+        readonly=True,
+        index="btree_not_null",
+        ondelete="restrict",
+        help="The fiscal invoice a credit note credits or a receipt pays.",
+    )
+    related_number = fields.Char(related="related_document_id.number", string="Original number")
+    # Receipts: one per payment applied to an invoice.
+    payment_key = fields.Char(readonly=True, copy=False, help="The Odoo payment reconciliation this receipt records.")
+    payment_amount = fields.Monetary(readonly=True)
+    payment_date = fields.Date(readonly=True)
+    payment_method = fields.Char(readonly=True, help="TB transfer, NU cash, CC card, ...")
+    settle_state = fields.Selection(
+        [("none", "Not needed"), ("pending", "Pending"), ("done", "Settled")],
+        default="none",
+        readonly=True,
+        help="InvoiceXpress: mark the invoice paid there when it is paid in Odoo.",
     )
     mode = fields.Selection(MODES, required=True, default="finalize", readonly=True)
     send_email = fields.Boolean(readonly=True)
@@ -127,8 +154,12 @@ class FiscalDocument(models.Model):
 
     # Two live documents of the same kind for one source are impossible.
     _live_per_invoice = models.UniqueIndex(
-        "(move_id, kind) WHERE move_id IS NOT NULL AND state NOT IN ('cancelled', 'dropped')",
+        "(move_id, kind) WHERE move_id IS NOT NULL AND kind != 'receipt' AND state NOT IN ('cancelled', 'dropped')",
         "This invoice already has a fiscal document.",
+    )
+    _live_per_payment = models.UniqueIndex(
+        "(payment_key) WHERE payment_key IS NOT NULL AND state NOT IN ('cancelled', 'dropped')",
+        "This payment already has a fiscal receipt.",
     )
     _live_per_order = models.UniqueIndex(
         "(sale_order_id, kind) WHERE move_id IS NULL AND sale_order_id IS NOT NULL "
@@ -275,8 +306,10 @@ class FiscalDocument(models.Model):
             "&",
             ("state", "=", "issued"),
             "|",
+            "|",
             ("pdf_state", "=", "pending"),
             ("email_state", "=", "pending"),
+            ("settle_state", "=", "pending"),
         ]
 
     @api.model
@@ -362,12 +395,14 @@ class FiscalDocument(models.Model):
     def _job_issue(self, client):
         """create -> finalize -> PDF -> email, resuming at the first step not yet recorded.
         Returns True while the provider is still authorizing the document."""
-        # A document the provider rejected (eNotas "Negada") is sent again, with the same
-        # reference, once the user fixed the data and clicked Retry.
-        if not self.remote_id or self.remote_state == "rejected":
+        if self.related_document_id and self._wait_for_original():
+            return True
+        if self.kind == "receipt" and (not self.remote_id or self.remote_state == "rejected"):
+            self._create_receipt(client)
+        elif not self.remote_id or self.remote_state == "rejected":
             if not self._create_remote(client):
                 return False  # data only: nothing more to do
-        if self.mode == "draft":
+        if self.mode == "draft" and self.kind != "receipt":
             if self.state != "draft":
                 self.write({"state": "draft"})
                 self._post_on_sources(
@@ -380,6 +415,48 @@ class FiscalDocument(models.Model):
             return True
         self._follow_ups(client)
         return False
+
+    def _wait_for_original(self):
+        """A credit note or a receipt goes after its original document; True while waiting."""
+        original = self.related_document_id
+        if original.state == "issued":
+            return False
+        if original.state in ("to_send", "sending"):
+            return True
+        raise UserError(
+            self.env._(
+                "The original fiscal document %(name)s is %(state)s: this %(kind)s cannot be issued.",
+                name=original.display_name,
+                state=dict(original._fields["state"].selection)[original.state],
+                kind=dict(self._fields["kind"].selection)[self.kind].lower(),
+            )
+        )
+
+    def _create_receipt(self, client):
+        """A receipt at the provider for one payment of the original invoice (exactly once:
+        intent committed first; the payment reference goes with it)."""
+        from ..providers import FiscalPayment
+
+        original = self.related_document_id
+        if "receipt" not in client.capabilities:
+            raise UserError(self.env._("%s does not issue receipts.", client.label))
+        if self.create_sent and not self.remote_id and hasattr(client, "find_receipt"):
+            found = client.find_receipt(self.reference)
+            if found:
+                self._store_remote(found)
+                self._commit()
+                return
+        self.write({"state": "sending", "create_sent": True})
+        self._commit()
+        payment = FiscalPayment(
+            amount=Decimal(str(self.payment_amount)),
+            date=self.payment_date or fields.Date.context_today(self),
+            method=self.payment_method or "TB",
+            reference=self.reference,
+        )
+        remote = client.register_payment(original.document_type, original.remote_id, payment)
+        self._store_remote(remote)
+        self._commit()
 
     def _create_remote(self, client):
         """Make the document exist remotely, exactly once. False when only data was sent."""
@@ -449,6 +526,11 @@ class FiscalDocument(models.Model):
         return False
 
     def _follow_ups(self, client):
+        if self.state == "issued" and self.settle_state == "pending":
+            self._store_remote(client.settle(self.document_type, self.remote_id))
+            self.write({"settle_state": "done"})
+            self._commit()
+            self._post_on_sources(self.env._("Fiscal document %s marked as paid at the provider.", self.number))
         if self.state == "issued" and self.pdf_state == "pending":
             xml = client.fetch_xml(self.document_type, self.remote_id) if "xml" in client.capabilities else None
             self._attach_pdf(client.fetch_pdf(self.document_type, self.remote_id), xml)
@@ -658,20 +740,100 @@ class FiscalDocument(models.Model):
                 if record:
                     record.sudo().message_post(body=body, subtype_xmlid="mail.mt_note")
 
+    # ------------------------------------------------------------------ credit notes, receipts
+    @api.model
+    def _enqueue_credit_note(self, refund):
+        """A posted Odoo credit note reversing an invoice that has a fiscal document gets its
+        fiscal credit note, referencing the original; one per Odoo credit note, never two."""
+        # Even if the original has not reached the provider yet: the credit note waits for it.
+        original = refund.reversed_entry_id._fiscal_documents().filtered(
+            lambda d: d.kind == "invoice" and d.state not in DEAD_STATES
+        )[:1]
+        if not original:
+            return self.browse()
+        account = original.account_id
+        if "credit_note" not in account._capabilities():
+            original._post_on_sources(
+                self.env._(
+                    "%(provider)s issues no credit notes: cancel %(number)s there if needed.",
+                    provider=account.name,
+                    number=original.number or original.reference,
+                ),
+            )
+            return self.browse()
+        return self._enqueue(
+            account,
+            move=refund,
+            order=original.sale_order_id,
+            kind="credit_note",
+            related_document_id=original.id,
+            cancel_reason=refund.ref or self.env._("Credit note %s", refund.name),
+        )
+
+    @api.model
+    def _enqueue_receipt(self, invoice, key, amount, date, method):
+        original = invoice._fiscal_documents().filtered(
+            lambda d: d.kind == "invoice" and d.state not in DEAD_STATES and d.document_type == "invoice"
+        )[:1]
+        if not original or not original.account_id.issue_receipts:
+            return self.browse()
+        if "receipt" not in original.account_id._capabilities():
+            return self.browse()
+        if self.sudo().search_count([("payment_key", "=", key), ("state", "not in", DEAD_STATES)]):
+            return self.browse()
+        vals = {
+            "company_id": invoice.company_id.id,
+            "account_id": original.account_id.id,
+            "move_id": invoice.id,
+            "sale_order_id": original.sale_order_id.id,
+            "partner_id": invoice.partner_id.commercial_partner_id.id,
+            "kind": "receipt",
+            "document_type": "receipt",
+            "mode": "finalize",
+            "related_document_id": original.id,
+            "currency_id": invoice.currency_id.id,
+            "amount_total": amount,
+            "payment_key": key,
+            "payment_amount": amount,
+            "payment_date": date,
+            "payment_method": method,
+            "next_attempt": fields.Datetime.now(),
+        }
+        try:
+            with self.env.cr.savepoint():
+                doc = self.sudo().create(vals)
+        except psycopg2.errors.UniqueViolation:
+            return self.browse()
+        doc._post_on_sources(self.env._("Fiscal receipt queued for a payment of %s.", amount))
+        self._trigger_processing()
+        return doc
+
+    def _request_settle(self):
+        for doc in self.filtered(lambda d: d.kind == "invoice" and d.state in ("issued", "to_send", "sending")):
+            if "settle" in doc.account_id._capabilities() and not doc.account_id.issue_receipts:
+                vals = {"settle_state": "pending"}
+                if doc.state == "issued":  # others settle once issued, at their own pace
+                    vals["next_attempt"] = fields.Datetime.now()
+                doc.write(vals)
+        self._trigger_processing()
+
     # ------------------------------------------------------------------ refunds
     def _on_source_refunded(self, why):
         """The sale was refunded in full or cancelled. A document still waiting is dropped
         (refund window; or cancel-on-refund); an issued one is cancelled at the provider when
         the account says so. Otherwise the accountant issues a credit note."""
+        handled = self.browse()
         for doc in self.filtered(lambda d: d.state not in DEAD_STATES and d.kind == "invoice"):
             account = doc.account_id
             unsent = not doc.create_sent and doc.state in ("to_send", "error", "failed")
             if unsent and (account.trigger == "payment_window" or account.cancel_on_refund):
                 doc.write({"state": "dropped", "cancel_reason": why})
                 doc._post_on_sources(self.env._("Fiscal document dropped before sending: %s.", why))
+                handled |= doc
             elif account.cancel_on_refund and doc.state in ("issued", "draft", "sending", "to_send", "error"):
-                if "cancel" in account._capabilities():
+                if account._can_cancel(doc.document_type):
                     doc.action_request_cancel(why)
+                    handled |= doc
                 else:
                     doc._post_on_sources(
                         self.env._(
@@ -680,6 +842,7 @@ class FiscalDocument(models.Model):
                             why=why,
                         ),
                     )
+        return handled
 
     # ------------------------------------------------------------------ webhooks
     @api.model
@@ -742,8 +905,14 @@ class FiscalDocument(models.Model):
                 doc.write({"state": "dropped", "cancel_reason": reason})
                 doc._post_on_sources(self.env._("Queued fiscal document dropped: %s", reason))
                 continue
-            if "cancel" not in doc.account_id._capabilities():
-                raise UserError(self.env._("%s cannot cancel documents: issue a credit note.", doc.account_id.name))
+            if doc.state in ("issued", "draft") and not doc.account_id._can_cancel(doc.document_type):
+                raise UserError(
+                    self.env._(
+                        "%(provider)s cannot cancel a %(type)s: issue a credit note (reverse the invoice) instead.",
+                        provider=doc.account_id.name,
+                        type=dict(doc._fields["document_type"].selection)[doc.document_type].lower(),
+                    )
+                )
             doc.write({"state": "to_cancel", "cancel_reason": reason, "next_attempt": fields.Datetime.now()})
             doc.message_post(
                 body=self.env._(

@@ -17,7 +17,7 @@ from stdnum import get_cc_module
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
-from ..providers import FiscalDocumentData, FiscalLine, FiscalParty, FiscalService
+from ..providers import FiscalDocumentData, FiscalLine, FiscalParty, FiscalPayment, FiscalService
 
 
 def _d(value, digits=6):
@@ -64,7 +64,10 @@ class FiscalMapping(models.AbstractModel):
             raise UserError(self.env._("The fiscal document %s has no order nor invoice.", doc.display_name))
         if not lines:
             raise UserError(self.env._("%s has no line to invoice.", record.display_name))
-        related = doc.env["fiscal.document"]
+        related = doc.related_document_id
+        if doc.kind == "credit_note":
+            self._check_creditable(doc)
+            self._match_original_rows(doc, lines)
         return FiscalDocumentData(
             reference=doc.reference,
             kind=doc.document_type,
@@ -76,11 +79,83 @@ class FiscalMapping(models.AbstractModel):
             origin=origin,
             notes=None,
             related_remote_id=related.remote_id or None,
+            related_number=related.number or None,
             reason=doc.cancel_reason or None,
             expected_total=_d(record.amount_total, 2),
             send_email=doc.send_email,
             service=self._service(doc, record),
+            payments=self._payments(doc, record, date),
         )
+
+    @api.model
+    def _payments(self, doc, record, date):
+        """Invoice-receipts and simplified invoices carry their payment: Odoo's payments of the
+        invoice when there are some, else the whole amount with the account's default method."""
+        if doc.document_type not in ("invoice_receipt", "simplified_invoice"):
+            return []
+        method = doc.account_id.default_payment_method or "TB"
+        if record._name == "account.move":
+            partials = record.line_ids.matched_credit_ids
+            payments = [
+                FiscalPayment(
+                    amount=_d(p.debit_amount_currency, 2),
+                    date=p.credit_move_id.move_id.date,
+                    method="NU" if p.credit_move_id.move_id.journal_id.type == "cash" else "TB",
+                )
+                for p in partials
+                if p.credit_move_id.move_id.move_type not in ("out_refund",)
+            ]
+            if payments:
+                return payments
+        return [FiscalPayment(amount=_d(record.amount_total, 2), date=date, method=method)]
+
+    @api.model
+    def _check_creditable(self, doc):
+        """A credit note never credits more than what remains of its original document."""
+        original = doc.related_document_id
+        others = self.env["fiscal.document"].search(
+            [
+                ("related_document_id", "=", original.id),
+                ("kind", "=", "credit_note"),
+                ("state", "not in", ("cancelled", "dropped")),
+                ("id", "!=", doc.id),
+            ]
+        )
+        currency = doc.currency_id or original.currency_id
+        remaining = original.amount_total - sum(others.mapped("amount_total"))
+        if currency.compare_amounts(doc.move_id.amount_total, remaining) > 0:
+            raise UserError(
+                self.env._(
+                    "Credit note %(refund)s (%(amount)s) exceeds what remains creditable on %(number)s (%(left)s): "
+                    "reduce it, or cancel one of the earlier credit notes.",
+                    refund=doc.move_id.name,
+                    amount=doc.move_id.amount_total,
+                    number=original.number or original.reference,
+                    left=round(remaining, currency.decimal_places),
+                )
+            )
+
+    @api.model
+    def _match_original_rows(self, doc, lines):
+        """Each credited line points at the row of the original invoice it credits (same
+        product, then same description), as Vendus requires (reference_document per line)."""
+        original = doc.related_document_id
+        source = original.move_id or original.sale_order_id
+        if source._name == "account.move":
+            rows = source.invoice_line_ids.filtered(lambda ln: ln.display_type == "product")
+        else:
+            rows = source.order_line.filtered(lambda ln: not ln.display_type and ln.product_uom_qty)
+        credited = doc.move_id.invoice_line_ids.filtered(lambda ln: ln.display_type == "product")
+        for line, odoo_line in zip(lines, credited, strict=True):
+            for index, row in enumerate(rows, start=1):
+                if row.product_id == odoo_line.product_id and (row.name or "") == (odoo_line.name or ""):
+                    line.related_row = index
+                    break
+            else:
+                for index, row in enumerate(rows, start=1):
+                    if row.product_id == odoo_line.product_id:
+                        line.related_row = index
+                        break
 
     @api.model
     def _service(self, doc, record):

@@ -132,6 +132,24 @@ class FiscalProviderAccount(models.Model):
     trigger = fields.Selection(TRIGGERS, required=True, default="order_confirm", tracking=True)
     mode = fields.Selection(MODES, required=True, default="finalize", tracking=True)
     document_type = fields.Selection(DOCUMENT_TYPES, required=True, default="invoice", tracking=True)
+    default_payment_method = fields.Selection(
+        [
+            ("TB", "Bank transfer"),
+            ("NU", "Cash"),
+            ("CC", "Credit card"),
+            ("MB", "Multibanco"),
+            ("CH", "Cheque"),
+            ("OU", "Other"),
+        ],
+        default="TB",
+        required=True,
+        help="How invoice-receipts and simplified invoices say they were paid when Odoo has no payment yet.",
+    )
+    issue_receipts = fields.Boolean(
+        "Receipts on payment",
+        help="Issue a fiscal receipt at the provider for every payment of an invoice (InvoiceXpress partial "
+        "payment receipts, Vendus RG). Without it, InvoiceXpress invoices are marked settled when paid.",
+    )
     refund_window_days = fields.Integer(
         "Refund window (days)",
         default=7,
@@ -268,6 +286,10 @@ class FiscalProviderAccount(models.Model):
 
     def _capabilities(self):
         return get_provider_class(self.provider).capabilities
+
+    def _can_cancel(self, document_type):
+        """Whether a final document of this type can be cancelled at the provider (else: credit note)."""
+        return not get_provider_class(self.provider).cancel_requires_credit_note(document_type)
 
     # ------------------------------------------------------------------ policy
     @api.model

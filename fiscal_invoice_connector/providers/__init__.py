@@ -5,7 +5,7 @@ The Odoo layer only talks to :func:`get_provider_class` and the classes in
 :mod:`.base`; it never knows which service it is talking to.
 """
 
-from . import base, invoicexpress
+from . import base, enotas, invoicexpress, vendus
 from .base import (
     AuthenticationError,
     FiscalDocumentData,
@@ -22,7 +22,12 @@ from .base import (
 )
 
 PROVIDERS = {
-    invoicexpress.InvoiceXpressProvider.code: invoicexpress.InvoiceXpressProvider,
+    cls.code: cls
+    for cls in (
+        invoicexpress.InvoiceXpressProvider,
+        vendus.VendusProvider,
+        enotas.EnotasProvider,
+    )
 }
 
 

@@ -347,6 +347,16 @@ class FiscalProvider:
     def test_connection(self) -> str:
         raise NotImplementedError
 
+    def settle(self, kind: str, remote_id: str) -> RemoteDocument:
+        """Mark a final document as paid at the provider (InvoiceXpress "settled")."""
+        raise NotImplementedError
+
+    @classmethod
+    def cancel_requires_credit_note(cls, kind: str) -> bool:
+        """True when a final document of this kind can only be undone by a credit note
+        (a capability the Odoo layer reads to drive buttons and automatic behaviour)."""
+        return "cancel" not in cls.capabilities
+
     @staticmethod
     def parse_webhook(payload):
         """``(remote_id, our_reference)`` named by a status notification; ValueError when

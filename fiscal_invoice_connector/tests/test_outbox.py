@@ -24,7 +24,7 @@ class TestOutbox(FiscalTestCommon):
         self.run_queue()
         doc = order.fiscal_document_id
         self.assertEqual(doc.state, "issued", doc.last_error)
-        self.assertRegex(doc.number, r"^A/\d+$")
+        self.assertRegex(doc.number, r"^FT A/\d+$")
         self.assertRegex(doc.atcud, r"^[A-Z0-9]{8}-\d+$")
         self.assertEqual(order.fiscal_number, doc.number)
         # The provider computed the same total as Odoo (2 x 100 + 23 % VAT).

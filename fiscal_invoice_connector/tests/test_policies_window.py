@@ -39,6 +39,7 @@ class TestRefundWindowAndRefunds(FiscalTestCommon):
             self.assertEqual(self.sim.requests, [], "nothing is sent inside the window")
         with freeze_time("2026-03-09 10:01:00"):
             self.run_queue()
+            self.run_until(doc, ("issued",))
             self.assertEqual(doc.state, "issued", doc.last_error)
             self.assertEqual(len(self.final_at_provider(doc)), 1)
 
@@ -73,22 +74,20 @@ class TestRefundWindowAndRefunds(FiscalTestCommon):
         self.account.write({"trigger": "invoice_post", "cancel_on_refund": True})
         invoice = self.confirm(self.make_order())._create_invoices()
         invoice.action_post()
-        self.run_queue()
         doc = invoice.fiscal_document_id
-        self.assertEqual(doc.state, "issued")
+        self.assertEqual(self.run_until(doc, ("issued",)), "issued", doc.last_error)
         self._refund(invoice)
         self.assertEqual(doc.state, "to_cancel")
-        self.run_queue()
-        self.assertEqual(doc.state, "cancelled")
-        self.assertEqual(self.sim_docs_for(doc)[0]["status"], "canceled")
+        self.assertEqual(self.run_until(doc, ("cancelled",)), "cancelled")
+        self.assertEqual(self.remote_statuses(doc), ["canceled"])
         self.assertIn("cancelled at the provider", self.chatter_text(invoice))
 
     def test_without_cancel_on_refund_an_issued_document_stays(self):
         self.account.write({"trigger": "invoice_post"})
         invoice = self.confirm(self.make_order())._create_invoices()
         invoice.action_post()
-        self.run_queue()
         doc = invoice.fiscal_document_id
+        self.run_until(doc, ("issued",))
         self._refund(invoice)
         self.assertEqual(doc.state, "issued")
 
@@ -109,8 +108,7 @@ class TestRefundWindowAndRefunds(FiscalTestCommon):
         self.assertEqual(invoice.state, "draft")
         doc = invoice.fiscal_document_id
         self.assertTrue(doc)
-        self.run_queue()
-        self.assertEqual(doc.state, "issued", doc.last_error)
+        self.assertEqual(self.run_until(doc, ("issued",)), "issued", doc.last_error)
 
     def test_deleting_a_draft_invoice_drops_its_unsent_document(self):
         self.account.trigger = "invoice_create"
