@@ -1,6 +1,6 @@
 {
     "name": "Fiscal Invoice Connector",
-    "summary": "Issue legal invoices at InvoiceXpress from confirmed orders, posted invoices "
+    "summary": "Legal invoices at InvoiceXpress, Vendus, eNotas and InvoiCy from orders, invoices "
     "and payments, through a reliable outbox",
     "version": "19.0.1.0.0",
     "category": "Accounting/Accounting",
@@ -8,7 +8,7 @@
     "website": "https://github.com/fiscal-invoice-connector/fiscal_invoice_connector",
     "license": "LGPL-3",
     "depends": ["sale_management", "account", "mail"],
-    "external_dependencies": {"python": ["requests", "python-stdnum"]},
+    "external_dependencies": {"python": ["requests", "python-stdnum", "zeep", "xmltodict"]},
     "data": [
         "security/fiscal_security.xml",
         "security/ir.model.access.csv",

@@ -47,7 +47,7 @@ say "addon installed in $(( $(date +%s) - started )) s"
 
 echo "== Odoo tests (pytest-odoo, database $TEST_DB) =="
 python -m pytest fiscal_invoice_connector -q -p no:cacheprovider \
-    --odoo-database="$TEST_DB" --odoo-addons-path="$ADDONS_PATH" --odoo-log-level=warn \
+    --odoo-database="$TEST_DB" --odoo-addons-path="$ADDONS_PATH" --odoo-log-level=warn --odoo-http \
     --junitxml="$results/odoo.xml" "$@" || status=$?
 
 # One closing line for both runs.

@@ -61,10 +61,17 @@ class FiscalWebhookController(http.Controller):
         if not secret or not hmac.compare_digest(secret.encode(), (token or "").encode()):
             return request.make_json_response({"error": "not found"}, status=404)
         try:
-            payload = json.loads(body.decode("utf-8"))
+            text = body.decode("utf-8")
+            try:
+                payload = json.loads(text)
+            except ValueError:
+                payload = text  # InvoiCy may notify in XML; each provider decides what it accepts
             parsed = get_provider_class(account.provider).parse_webhook(payload)
         except (ValueError, UnicodeDecodeError, AttributeError, TypeError):
             return request.make_json_response({"error": "malformed notification"}, status=400)
+        if parsed is None:
+            # About nothing of ours (e.g. InvoiCy's certificate notices): acknowledged, ignored.
+            return request.make_json_response({"status": "ignored"}, status=200)
         remote_id, reference = parsed if isinstance(parsed, tuple) else (None, parsed)
         doc = request.env["fiscal.document"].sudo()._find_for_webhook(account, remote_id, reference)
         if not doc:

@@ -92,9 +92,13 @@ class FiscalProviderAccount(models.Model):
     # Provider-specific settings that are not secrets.
     company_ref = fields.Char(
         "Company id at the provider",
-        help="eNotas: the company (empresa) id. InvoiCy: the company code.",
+        help="eNotas: the company (empresa) id. InvoiCy: the issuing company's CNPJ.",
         tracking=True,
     )
+    issuer_municipal_registration = fields.Char(
+        "Issuer municipal registration", help="InvoiCy: the issuing company's inscrição municipal."
+    )
+    rps_series = fields.Char("RPS series", help="InvoiCy: the RPS series (empty: the gateway's default).")
     register_id = fields.Char("Register id", help="Vendus: the register (caixa) documents are issued on.")
     store_id = fields.Char("Store id", help="Vendus: the store of the register (optional).")
     payment_method_codes = fields.Char(
@@ -272,6 +276,9 @@ class FiscalProviderAccount(models.Model):
                 "register_id": account.register_id or None,
                 "store_id": account.store_id or None,
                 "payment_methods": account._payment_methods(),
+                "municipal_registration": account.issuer_municipal_registration or None,
+                "city_code": account.service_city_code or None,
+                "rps_series": account.rps_series or None,
             },
         )
 

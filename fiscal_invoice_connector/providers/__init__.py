@@ -5,7 +5,7 @@ The Odoo layer only talks to :func:`get_provider_class` and the classes in
 :mod:`.base`; it never knows which service it is talking to.
 """
 
-from . import base, enotas, invoicexpress, vendus
+from . import base, enotas, invoicexpress, invoicy, vendus
 from .base import (
     AuthenticationError,
     FiscalDocumentData,
@@ -27,6 +27,7 @@ PROVIDERS = {
         invoicexpress.InvoiceXpressProvider,
         vendus.VendusProvider,
         enotas.EnotasProvider,
+        invoicy.InvoicyProvider,
     )
 }
 

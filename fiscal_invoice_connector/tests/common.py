@@ -1,10 +1,11 @@
 from odoo import Command
-from odoo.tests import tagged
+from odoo.tests import HttpCase, tagged
 
 from odoo.addons.sale.tests.common import TestSaleCommon
 
 from ..simulators.enotas import EnotasSimulator
 from ..simulators.invoicexpress import InvoiceXpressSimulator
+from ..simulators.invoicy import InvoicySimulator
 from ..simulators.vendus import VendusSimulator
 
 API_KEY = "ix-test-key-4f9c2a7d1e"
@@ -78,6 +79,35 @@ class EnotasAdapter(SimulatorAdapter):
 
     def status(self, remote):
         return {"Autorizada": "final", "Cancelada": "canceled", "Negada": "rejected"}.get(remote["status"], "pending")
+
+    def hold(self):
+        """The municipality takes its time: nothing is decided until release()."""
+        self.sim.authorization_delay = None
+
+    def release(self):
+        self.sim.authorization_delay = 0
+        for note in self.sim.find():
+            if self.status(note) == "pending":
+                self.sim.complete(note["id"])
+
+
+class InvoicyAdapter(SimulatorAdapter):
+    def docs_for(self, reference):
+        remote = self.sim.find(reference)
+        return [remote] if remote else []
+
+    def all_docs(self):
+        return [self.sim.find(key) for key in list(self.sim.documents)]
+
+    def status(self, remote):
+        return {"authorized": "final"}.get(remote["status"], remote["status"])
+
+    def hold(self):
+        self.sim.authorization_delay = 3600
+
+    def release(self):
+        self.sim.authorize_pending()
+        self.sim.authorization_delay = 0
 
 
 @tagged("post_install", "-at_install")
@@ -203,7 +233,23 @@ class FiscalTestCommon(TestSaleCommon):
             EnotasSimulator(api_key=API_KEY, company_id=ENOTAS_COMPANY, authorization_delay=0),
             EnotasAdapter,
         )
-        cls.customer = cls.env["res.partner"].create(
+        cls.customer = cls._br_customer()
+        cls.account = cls.env["fiscal.provider.account"].create(
+            {
+                "name": "eNotas test",
+                "company_id": cls.company.id,
+                "provider": "enotas",
+                "base_url": cls.sim.base_url,
+                "api_key": API_KEY,
+                "company_ref": ENOTAS_COMPANY,
+                "trigger": "order_confirm",
+                **cls._br_service(),
+            }
+        )
+
+    @classmethod
+    def _br_customer(cls):
+        return cls.env["res.partner"].create(
             {
                 "name": "Ana Souza",
                 "vat": "386.186.997-72",
@@ -218,21 +264,42 @@ class FiscalTestCommon(TestSaleCommon):
                 "email": "ana@example.com.br",
             }
         )
+
+    @classmethod
+    def _br_service(cls):
+        return {
+            "service_description": "Consultoria em sistemas",
+            "service_code": "1.07",
+            "service_lc116": "1.07",
+            "iss_rate": 2.0,
+            "service_city_code": "3106200",
+            "poll_interval": 1,
+        }
+
+    @classmethod
+    def _setup_invoicy(cls):
+        cls._start(
+            InvoicySimulator(
+                partner_key="pk-" + API_KEY,
+                access_key="ak-" + API_KEY,
+                company_code="11222333000181",
+                authorization_delay=0,
+            ),
+            InvoicyAdapter,
+        )
+        cls.customer = cls._br_customer()
         cls.account = cls.env["fiscal.provider.account"].create(
             {
-                "name": "eNotas test",
+                "name": "InvoiCy test",
                 "company_id": cls.company.id,
-                "provider": "enotas",
+                "provider": "invoicy",
                 "base_url": cls.sim.base_url,
-                "api_key": API_KEY,
-                "company_ref": ENOTAS_COMPANY,
+                "api_key": "pk-" + API_KEY,
+                "access_key": "ak-" + API_KEY,
+                "company_ref": "11222333000181",
+                "issuer_municipal_registration": "12345",
                 "trigger": "order_confirm",
-                "service_description": "Consultoria em sistemas",
-                "service_code": "1.07",
-                "service_lc116": "1.07",
-                "iss_rate": 2.0,
-                "service_city_code": "3106200",
-                "poll_interval": 1,
+                **cls._br_service(),
             }
         )
 
@@ -280,8 +347,12 @@ class FiscalTestCommon(TestSaleCommon):
     def run_queue(self):
         """Run the real cron job, with its commits, on the test transaction."""
         cron = self.env.ref("fiscal_invoice_connector.ir_cron_process_fiscal_documents").sudo()
-        with self.enter_registry_test_mode():
+        if isinstance(self, HttpCase):  # an HttpCase is in registry test mode already
+            self.env.flush_all()
             cron.method_direct_trigger()
+        else:
+            with self.enter_registry_test_mode():
+                cron.method_direct_trigger()
         self.env.invalidate_all()
 
     def make_due(self, docs):
