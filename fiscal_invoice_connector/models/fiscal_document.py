@@ -144,6 +144,7 @@ class FiscalDocument(models.Model):
         [("none", "Not requested"), ("pending", "Pending"), ("sent", "Sent")], default="none", readonly=True
     )
     cancel_reason = fields.Char(readonly=True, copy=False)
+    totals_mismatch = fields.Boolean(readonly=True, copy=False, help="The provider's draft totals differ from Odoo's.")
 
     # Retries.
     attempt_count = fields.Integer(readonly=True, copy=False)
@@ -397,6 +398,12 @@ class FiscalDocument(models.Model):
         Returns True while the provider is still authorizing the document."""
         if self.related_document_id and self._wait_for_original():
             return True
+        if self.totals_mismatch and self.remote_state == "draft":
+            # The user fixed the data after a totals error: the wrong draft goes, a new one comes
+            # (a draft is not a legal document; deleting it is what the provider allows).
+            client.cancel(self.document_type, self.remote_id, "")
+            self.write({"remote_id": False, "remote_state": False, "create_sent": False, "totals_mismatch": False})
+            self._commit()
         if self.kind == "receipt" and (not self.remote_id or self.remote_state == "rejected"):
             self._create_receipt(client)
         elif not self.remote_id or self.remote_state == "rejected":
@@ -493,6 +500,8 @@ class FiscalDocument(models.Model):
     def _finalize_remote(self, client):
         """Finalize (or read the asynchronous authorization). True while still pending."""
         if self.remote_state not in ("final", "settled"):
+            if self.remote_state == "draft":
+                self._check_draft_totals(client)
             # Also after a crash between finalize and our commit: the client treats
             # "already finalized" as success. Asynchronous providers answer their status.
             self._store_remote(client.finalize(self.document_type, self.remote_id))
@@ -524,6 +533,29 @@ class FiscalDocument(models.Model):
             )
         )
         return False
+
+    def _check_draft_totals(self, client):
+        """Before a draft becomes a legal document: the provider's totals must be Odoo's."""
+        source = self.move_id if self.move_id and self.kind != "receipt" else self.sale_order_id
+        expected = source.amount_total if source else self.amount_total
+        if self.remote_total is False or self.remote_total is None:
+            return
+        currency = self.currency_id or source.currency_id
+        difference = abs(self.remote_total - expected)
+        if currency.compare_amounts(difference, self.account_id.totals_tolerance) > 0:
+            self.write({"totals_mismatch": True})
+            self._commit()
+            raise ProviderRejection(
+                self.env._(
+                    "Totals differ: Odoo %(odoo)s, %(provider)s %(remote)s (difference %(diff)s). The document "
+                    "stays a draft at the provider and is not final. Check prices, discounts and taxes "
+                    "(tax names must exist at the provider), then Retry.",
+                    odoo=expected,
+                    provider=client.label,
+                    remote=self.remote_total,
+                    diff=round(difference, currency.decimal_places),
+                )
+            )
 
     def _follow_ups(self, client):
         if self.state == "issued" and self.settle_state == "pending":

@@ -176,6 +176,13 @@ class FiscalProviderAccount(models.Model):
     )
     email_subject = fields.Char(default="Your invoice {number}", translate=True)
     email_body = fields.Text(default="Please find your invoice {number} attached.", translate=True)
+    totals_tolerance = fields.Float(
+        "Totals tolerance",
+        default=0.0,
+        digits=(6, 2),
+        help="Largest difference accepted between Odoo's total and the provider's before a document becomes "
+        "final (0.00: to the cent). A bigger difference keeps the document as a draft with an error.",
+    )
     max_attempts = fields.Integer(
         default=8, help="Transient failures are retried with exponential backoff up to this many attempts."
     )
@@ -276,6 +283,7 @@ class FiscalProviderAccount(models.Model):
                 "register_id": account.register_id or None,
                 "store_id": account.store_id or None,
                 "payment_methods": account._payment_methods(),
+                "totals_tolerance": account.totals_tolerance,
                 "municipal_registration": account.issuer_municipal_registration or None,
                 "city_code": account.service_city_code or None,
                 "rps_series": account.rps_series or None,

@@ -54,6 +54,12 @@ class ValidationError(ProviderError):
     kind = "validation"
 
 
+class TotalsMismatchError(ValidationError):
+    """The provider would compute (or computed, on a draft) other totals than Odoo's."""
+
+    kind = "totals"
+
+
 class TransientError(ProviderError):
     kind = "transient"
     retryable = True

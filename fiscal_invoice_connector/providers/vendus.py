@@ -35,6 +35,7 @@ from .base import (
     RateLimitedError,
     Redactor,
     RemoteDocument,
+    TotalsMismatchError,
     TransientError,
     ValidationError,
     _error_text,
@@ -459,6 +460,31 @@ class VendusProvider(FiscalProvider):
             self._check_credit_note(doc)
         else:
             self._payload(doc)
+            self._check_totals(doc)
+
+    def predicted_total(self, doc: FiscalDocumentData) -> Decimal:
+        """The document total as Vendus will compute it: VAT-inclusive unit prices (as sent),
+        times quantity and discount, rounded half-up to cents per line, then summed."""
+        total = Decimal(0)
+        for line in doc.lines:
+            gross = self.gross_price(line) * Decimal(line.quantity) * (1 - Decimal(line.discount or 0) / 100)
+            total += gross.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        return total
+
+    def _check_totals(self, doc: FiscalDocumentData):
+        """Documents are final on creation at Vendus: refuse to send one whose total would not be
+        Odoo's (a final document can only be credited, never edited)."""
+        if doc.expected_total is None:
+            return
+        tolerance = Decimal(str(self.config.options.get("totals_tolerance") or 0))
+        predicted = self.predicted_total(doc)
+        if abs(predicted - Decimal(doc.expected_total)) > tolerance:
+            raise TotalsMismatchError(
+                f"Vendus would total this document {predicted} € but Odoo says {doc.expected_total} € "
+                "(Vendus rounds VAT-inclusive prices per line). Adjust the prices or discounts so both agree "
+                "(e.g. prices with fewer decimals), or raise the totals tolerance of the fiscal account.",
+                details=[{"odoo": str(doc.expected_total), "provider": str(predicted)}],
+            )
 
     def prepare(self, doc: FiscalDocumentData) -> None:
         """Nothing to create beforehand (the client travels inside the document): validate only."""

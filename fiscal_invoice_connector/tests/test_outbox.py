@@ -223,3 +223,32 @@ class TestOutbox(FiscalTestCommon):
         self.run_queue()
         self.assertEqual(doc.state, "cancelled")
         self.assertEqual(self.sim_docs_for(doc)[0]["status"], "canceled")
+
+
+@tagged("post_install", "-at_install")
+class TestTotalsGuard(FiscalTestCommon):
+    def test_draft_with_other_totals_stays_draft_with_both_figures(self):
+        # A tax name the provider does not know: InvoiceXpress falls back to its default (23 %).
+        tax_13 = self.tax_23.copy({"name": "IVA 13% (test)", "amount": 13.0, "fiscal_tax_name": "IVA-UNKNOWN"})
+        order = self.confirm(self.make_order(product=self.make_product(tax_13, code="REST"), qty=1, price=100.0))
+        self.run_queue()
+        doc = order.fiscal_document_id
+        self.assertEqual(doc.state, "error")
+        self.assertIn("Totals differ", doc.last_error)
+        self.assertIn("113", doc.last_error)
+        self.assertIn("123", doc.last_error)
+        self.assertEqual(self.remote_statuses(doc), ["draft"], "nothing became final")
+        # The accountant maps the tax; the wrong draft is replaced, the new one finalized.
+        tax_13.fiscal_tax_name = "IVA13"
+        doc.action_retry()
+        self.run_queue()
+        self.assertEqual(doc.state, "issued", doc.last_error)
+        self.assertEqual(self.remote_statuses(doc), ["deleted", "final"])
+        self.assertAlmostEqual(doc.remote_total, 113.0)
+
+    def test_tolerance_accepts_a_small_difference(self):
+        self.account.totals_tolerance = 20.0
+        tax_13 = self.tax_23.copy({"name": "IVA 13% (t2)", "amount": 13.0, "fiscal_tax_name": "IVA-UNKNOWN"})
+        order = self.confirm(self.make_order(product=self.make_product(tax_13, code="REST2"), qty=1, price=100.0))
+        self.run_queue()
+        self.assertEqual(order.fiscal_document_id.state, "issued")
