@@ -12,19 +12,13 @@ cd "$(dirname "$0")/.."
 
 DB="${FIC_DEMO_DB:-fic_demo}"
 HTTP_PORT="${FIC_HTTP_PORT:-8069}"
-SIM_PORT="${FIC_SIM_PORT:-8765}"
-SIM_KEY="demo-key"  # the demo account's key; the simulator accepts only this one
+SIM_PORT="${FIC_SIM_PORT:-8765}"       # InvoiceXpress; eNotas, Vendus, InvoiCy on the next three ports
+ENOTAS_PORT=$((SIM_PORT + 1)) VENDUS_PORT=$((SIM_PORT + 2)) INVOICY_PORT=$((SIM_PORT + 3))
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port_busy "$HTTP_PORT" && die "port $HTTP_PORT is already in use (another Odoo?): stop it or set FIC_HTTP_PORT"
-port_busy "$SIM_PORT" && die "port $SIM_PORT is already in use: stop it or set FIC_SIM_PORT"
-
-say "starting the InvoiceXpress simulator on 127.0.0.1:$SIM_PORT..."
-(cd fiscal_invoice_connector && exec "$PY" -m simulators.invoicexpress --port "$SIM_PORT" --api-key "$SIM_KEY") &
-sim_pid=$!
-trap 'kill "$sim_pid" 2>/dev/null || true' EXIT
-for _ in $(seq 1 50); do port_busy "$SIM_PORT" && break; sleep 0.1; done
-port_busy "$SIM_PORT" || die "the simulator did not start"
+for port in "$HTTP_PORT" "$SIM_PORT" "$ENOTAS_PORT" "$VENDUS_PORT" "$INVOICY_PORT"; do
+    port_busy "$port" && die "port $port is already in use (another demo?): stop it, or set FIC_HTTP_PORT / FIC_SIM_PORT"
+done
 
 exists=$(psql -X -Atq -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")
 if [ -n "$exists" ] && [ "${FIC_DEMO_RESET:-0}" = 1 ]; then
@@ -40,9 +34,31 @@ else
     odoo -d "$DB" -u fiscal_invoice_connector --stop-after-init --log-level=warn --http-port=0 \
         > "$FIC_CACHE/demo-install.log" 2>&1 || { tail -60 "$FIC_CACHE/demo-install.log"; die "update failed (log: $FIC_CACHE/demo-install.log)"; }
 fi
-# Keep the demo account on this simulator (only while it still points at a local one).
-psql -X -q -d "$DB" -c "UPDATE fiscal_provider_account SET base_url = 'http://127.0.0.1:$SIM_PORT', state = 'active'
+# Keep the demo accounts on these simulators (only while they still point at a local one).
+psql -X -q -d "$DB" -c "UPDATE fiscal_provider_account SET state = 'active', base_url = CASE provider
+        WHEN 'invoicexpress' THEN 'http://127.0.0.1:$SIM_PORT'
+        WHEN 'enotas' THEN 'http://127.0.0.1:$ENOTAS_PORT/v1'
+        WHEN 'vendus' THEN 'http://127.0.0.1:$VENDUS_PORT'
+        WHEN 'invoicy' THEN 'http://127.0.0.1:$INVOICY_PORT' END
     WHERE base_url LIKE 'http://127.0.0.1:%'" >/dev/null
+# eNotas notifies the demo's webhook URL (with the account's secret) when a note is decided.
+enotas_hook=$(psql -X -Atq -d "$DB" -c "SELECT id || '/' || webhook_secret FROM fiscal_provider_account
+    WHERE provider = 'enotas' AND base_url LIKE 'http://127.0.0.1:%' ORDER BY id LIMIT 1")
+
+say "starting the simulators: InvoiceXpress :$SIM_PORT, eNotas :$ENOTAS_PORT, Vendus :$VENDUS_PORT, InvoiCy :$INVOICY_PORT..."
+pids=()
+start_sim() { (cd fiscal_invoice_connector && exec "$PY" -m "$@") & pids+=($!); }
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+start_sim simulators.invoicexpress --port "$SIM_PORT" --api-key demo-key
+start_sim simulators.enotas --port "$ENOTAS_PORT" --api-key demo-key --company-id 3f1c9a52-6d0e-4b8a-9c51-2a7e0d4b8f16 \
+    --authorization-delay 4 ${enotas_hook:+--webhook-url "http://127.0.0.1:$HTTP_PORT/fiscal_invoice_connector/webhook/$enotas_hook"}
+start_sim simulators.vendus --port "$VENDUS_PORT" --api-key demo-key --register-id 1 --rate-limit 0
+start_sim simulators.invoicy --port "$INVOICY_PORT" --partner-key demo-partner-key --access-key demo-access-key \
+    --company-code 11222333000181 --authorization-delay 4
+for port in "$SIM_PORT" "$ENOTAS_PORT" "$VENDUS_PORT" "$INVOICY_PORT"; do
+    for _ in $(seq 1 50); do port_busy "$port" && break; sleep 0.1; done
+    port_busy "$port" || die "a simulator did not start on port $port"
+done
 # A snappy demo: poll the PDF every second.
 psql -X -q -d "$DB" -c "INSERT INTO ir_config_parameter (key, value) VALUES ('fiscal_invoice_connector.pdf_poll_interval', '1')
     ON CONFLICT (key) DO NOTHING" >/dev/null
@@ -50,9 +66,10 @@ psql -X -q -d "$DB" -c "INSERT INTO ir_config_parameter (key, value) VALUES ('fi
 cat >&2 <<EOF
 
   Odoo 19 with the fiscal invoice connector: http://localhost:$HTTP_PORT  (login: admin / password: admin)
-  InvoiceXpress simulator:                    http://127.0.0.1:$SIM_PORT
+  Simulators: InvoiceXpress :$SIM_PORT, eNotas :$ENOTAS_PORT, Vendus :$VENDUS_PORT, InvoiCy :$INVOICY_PORT (127.0.0.1)
   Try: Sales > Quotations > open a quotation > Confirm; the "Fiscal document" button shows the
-  number, then the PDF appears in the chatter. Ctrl+C stops both.
+  number, then the PDF appears in the chatter. Switch to "Serviços Digitais Ltda" (Brazil) for NFS-e.
+  Ctrl+C stops everything.
 
 EOF
 odoo -d "$DB" --db-filter="^$DB\$" --http-port="$HTTP_PORT" --http-interface=127.0.0.1 --log-level=info
