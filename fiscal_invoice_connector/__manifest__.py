@@ -23,6 +23,7 @@
         "views/account_tax_views.xml",
         "views/product_partner_views.xml",
         "views/menus.xml",
+        "views/fiscal_routing_rule_views.xml",
     ],
     "demo": [
         "demo/fiscal_demo.xml",

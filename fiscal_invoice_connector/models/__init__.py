@@ -1,5 +1,6 @@
 from . import (
     fiscal_provider_account,
+    fiscal_routing_rule,
     fiscal_document,
     fiscal_document_attempt,
     fiscal_mapping,

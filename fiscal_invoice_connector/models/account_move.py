@@ -18,17 +18,23 @@ class AccountMove(models.Model):
         help="Where this invoice's fiscal document is issued: the order's account, else the company's.",
     )
 
-    @api.depends("company_id", "invoice_line_ids.sale_line_ids")
+    @api.depends("company_id", "invoice_line_ids.sale_line_ids", "partner_id", "team_id", "payment_state")
     def _compute_fiscal_account_id(self):
+        Rule = self.env["fiscal.routing.rule"]
         for move in self:
             if not move.is_sale_document(include_receipts=False):
                 move.fiscal_account_id = False
                 continue
+            if move.state == "posted" and move.fiscal_account_id and move._origin.fiscal_document_count:
+                continue  # a document exists: its account never changes
             orders = move.invoice_line_ids.sale_line_ids.order_id
-            account = orders[:1].fiscal_account_id
-            if not account and (not move.fiscal_account_id or move.fiscal_account_id.company_id != move.company_id):
-                account = self.env["fiscal.provider.account"]._default_for_company(move.company_id)
-            move.fiscal_account_id = account or move.fiscal_account_id
+            move.fiscal_account_id = orders[:1].fiscal_account_id or Rule._route(
+                move.company_id,
+                move.team_id,
+                move.partner_id,
+                move.invoice_line_ids.product_id,
+                paid=move.payment_state in ("paid", "in_payment"),
+            )
 
     def _fiscal_sale_orders(self):
         return self.sudo().invoice_line_ids.sale_line_ids.order_id

@@ -17,11 +17,15 @@ class SaleOrder(models.Model):
     )
     fiscal_document_ids = fields.One2many("fiscal.document", "sale_order_id", "Fiscal documents")
 
-    @api.depends("company_id")
+    @api.depends("company_id", "team_id", "partner_id", "order_line.product_id")
     def _compute_fiscal_account_id(self):
+        Rule = self.env["fiscal.routing.rule"]
         for order in self:
-            if not order.fiscal_account_id or order.fiscal_account_id.company_id != order.company_id:
-                order.fiscal_account_id = self.env["fiscal.provider.account"]._default_for_company(order.company_id)
+            if order.state in ("sale", "cancel") and order.fiscal_account_id:
+                continue  # decided at confirmation: never moves afterwards
+            order.fiscal_account_id = Rule._route(
+                order.company_id, order.team_id, order.partner_id, order.order_line.product_id
+            )
 
     def _fiscal_documents(self):
         return self.sudo().fiscal_document_ids.sorted("id", reverse=True)
