@@ -24,6 +24,7 @@
         "views/product_partner_views.xml",
         "views/menus.xml",
         "views/fiscal_routing_rule_views.xml",
+        "wizards/fiscal_reconciliation_views.xml",
     ],
     "demo": [
         "demo/fiscal_demo.xml",

@@ -353,6 +353,11 @@ class FiscalProvider:
     def test_connection(self) -> str:
         raise NotImplementedError
 
+    def list_documents(self, date_from: date, date_to: date) -> list:
+        """Every fiscal document of the period at the provider (reconciliation), as RemoteDocuments
+        with reference and total. Providers that cannot list raise NotImplementedError."""
+        raise NotImplementedError
+
     def settle(self, kind: str, remote_id: str) -> RemoteDocument:
         """Mark a final document as paid at the provider (InvoiceXpress "settled")."""
         raise NotImplementedError

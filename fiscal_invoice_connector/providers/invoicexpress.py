@@ -353,6 +353,28 @@ class InvoiceXpressProvider(FiscalProvider):
             raw=receipt,
         )
 
+    def list_documents(self, date_from, date_to):
+        """Numbered documents of the period (drafts are not fiscal documents), every type."""
+        kinds = {type_name: kind for kind, (_path, _root, type_name) in TYPES.items()}
+        result, page = [], 1
+        while True:
+            params = {
+                "date[from]": date_from.strftime("%d/%m/%Y"),
+                "date[to]": date_to.strftime("%d/%m/%Y"),
+                "status[]": ["final", "settled", "canceled"],
+                "per_page": 100,
+                "page": page,
+            }
+            body = self._json(self._request("GET", "/invoices.json", params=params))
+            for item in body.get("invoices") or []:
+                kind = kinds.get(item.get("type"))
+                if kind:
+                    result.append(self._document(kind, {TYPES[kind][1]: item}))
+            pages = (body.get("pagination") or {}).get("total_pages") or 1
+            if page >= pages or page >= 100:
+                return result
+            page += 1
+
     def find_by_reference(self, doc: FiscalDocumentData):
         """Probe for a document we may have created before a crash or timeout.
 

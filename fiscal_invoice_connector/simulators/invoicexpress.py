@@ -491,6 +491,12 @@ class InvoiceXpressSimulator(SimulatorServer):
         statuses = request.query.get("status[]", []) + request.query.get("status", [])
         if statuses:
             docs = [d for d in docs if d["status"] in statuses]
+        # Document date range, dd/mm/yyyy as everywhere in this API.
+        date_from, date_to = _parse_date(request.param("date[from]")), _parse_date(request.param("date[to]"))
+        if date_from:
+            docs = [d for d in docs if _parse_date(d["date"]) >= date_from]
+        if date_to:
+            docs = [d for d in docs if _parse_date(d["date"]) <= date_to]
         text = _text(request.param("text")).lower()
         if text:
             # The real text search never returns drafts: a client must keep the id it got at creation.

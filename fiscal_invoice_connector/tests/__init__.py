@@ -1,1 +1,10 @@
-from . import test_lifecycle, test_nfse, test_outbox, test_policies, test_policies_window, test_routing, test_security
+from . import (
+    test_lifecycle,
+    test_nfse,
+    test_outbox,
+    test_policies,
+    test_policies_window,
+    test_reconciliation,
+    test_routing,
+    test_security,
+)

@@ -1,1 +1,1 @@
-from . import fiscal_backfill_wizard, fiscal_cancel_wizard, fiscal_issue_wizard
+from . import fiscal_backfill_wizard, fiscal_cancel_wizard, fiscal_issue_wizard, fiscal_reconciliation
