@@ -1,6 +1,7 @@
 from . import (
     fiscal_provider_account,
     fiscal_routing_rule,
+    fiscal_product_binding,
     fiscal_document,
     fiscal_document_attempt,
     fiscal_mapping,

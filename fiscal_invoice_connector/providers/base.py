@@ -211,6 +211,20 @@ class FiscalLine:
 
 
 @dataclass
+class FiscalProduct:
+    """A product as the provider's catalogue keeps it, matched by its SKU (``code``)."""
+
+    code: str  # internal reference (SKU): the key, never duplicated
+    description: str
+    unit_price: Decimal  # tax excluded
+    tax_name: str | None = None
+    tax_rate: Decimal = Decimal("0")
+    tax_exemption_code: str | None = None
+    unit: str | None = None
+    remote_id: str | None = None  # known from an earlier sync
+
+
+@dataclass
 class FiscalPayment:
     """A payment carried by an invoice-receipt / simplified invoice, or a receipt."""
 
@@ -351,6 +365,11 @@ class FiscalProvider:
         raise NotImplementedError
 
     def test_connection(self) -> str:
+        raise NotImplementedError
+
+    def sync_product(self, product: FiscalProduct) -> str:
+        """Create the product in the provider's catalogue, or update the one with this SKU;
+        returns its remote id. Never creates a second product for a SKU."""
         raise NotImplementedError
 
     def list_documents(self, date_from: date, date_to: date) -> list:

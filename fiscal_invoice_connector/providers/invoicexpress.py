@@ -64,7 +64,7 @@ class InvoiceXpressProvider(FiscalProvider):
     default_base_url = "https://{account_name}.app.invoicexpress.com"
     credential_fields = ("api_key",)
     capabilities = frozenset(
-        {"draft", "email", "pdf", "cancel", "credit_note", "receipt", "settle", "find_by_reference"}
+        {"draft", "email", "pdf", "cancel", "credit_note", "receipt", "settle", "find_by_reference", "product_sync"}
     )
     # Neutral payment codes -> InvoiceXpress payment mechanisms [1] (go-invoicexpress types.go).
     payment_mechanisms = {"TB": "TB", "MB": "MB", "NU": "DIN", "CC": "CC", "CD": "CD", "CH": "CH", "OU": "OU"}
@@ -85,6 +85,7 @@ class InvoiceXpressProvider(FiscalProvider):
         # Remote client ids by our code, remembered for the life of this client object
         # (one cron batch) so that a customer is looked up once, not per document.
         self.client_ids = {}
+        self._items = None  # the catalogue by name (= SKU), read once by sync_product
 
     # -- transport ------------------------------------------------------------
     def _auth(self, kwargs):
@@ -352,6 +353,41 @@ class InvoiceXpressProvider(FiscalProvider):
             reference=payment.reference,
             raw=receipt,
         )
+
+    def sync_product(self, product) -> str:
+        """InvoiceXpress items are keyed by name: our name is the SKU. The catalogue is read once
+        per client object (one sync run), then kept up to date locally."""
+        if not product.code:
+            raise ValidationError(f"“{product.description}” has no internal reference (SKU): set one to sync it.")
+        if self._items is None:
+            self._items, page = {}, 1
+            while True:
+                body = self._json(self._request("GET", "/items.json", params={"per_page": 100, "page": page}))
+                for item in body.get("items") or []:
+                    self._items[str(item.get("name"))] = item
+                pages = (body.get("pagination") or {}).get("total_pages") or 1
+                if page >= pages or page >= 200:
+                    break
+                page += 1
+        values = {"name": product.code, "description": product.description, "unit_price": _money(product.unit_price)}
+        if product.unit:
+            values["unit"] = product.unit
+        if product.tax_name:
+            values["tax"] = {"name": product.tax_name}
+        known = self._items.get(product.code)
+        if known:
+            same = (
+                str(known.get("description") or "") == product.description
+                and Decimal(str(known.get("unit_price") or 0)) == Decimal(product.unit_price)
+                and (not product.tax_name or (known.get("tax") or {}).get("name") == product.tax_name)
+            )
+            if not same:
+                answer = self._json(self._request("PUT", f"/items/{known['id']}.json", json_body={"item": values}))
+                known = answer.get("item") or known
+        else:
+            known = self._json(self._request("POST", "/items.json", json_body={"item": values})).get("item") or {}
+        self._items[product.code] = known
+        return str(known.get("id"))
 
     def list_documents(self, date_from, date_to):
         """Numbered documents of the period (drafts are not fiscal documents), every type."""

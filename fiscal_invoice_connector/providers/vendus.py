@@ -63,7 +63,7 @@ class VendusProvider(FiscalProvider):
     default_base_url = "https://www.vendus.pt/ws/v1.1"
     credential_fields = ("api_key",)
     # No "draft" (final on creation), no "email" (the API has no send-by-email call), no "async".
-    capabilities = frozenset({"pdf", "credit_note", "receipt", "cancel", "find_by_reference"})
+    capabilities = frozenset({"pdf", "credit_note", "receipt", "cancel", "find_by_reference", "product_sync"})
 
     # Our document kinds -> Vendus document types. "receipt" is what register_payment issues.
     document_types = {
@@ -616,6 +616,36 @@ class VendusProvider(FiscalProvider):
             if not items or pages is None or page >= pages:
                 break
         return None
+
+    def sync_product(self, product) -> str:
+        """Vendus products keyed by ``reference`` (the SKU), with a VAT-inclusive price."""
+        if not product.code:
+            raise ValidationError(f"“{product.description}” has no internal reference (SKU): set one to sync it.")
+        line = type("Line", (), {"unit_price": product.unit_price, "tax_rate": product.tax_rate,
+                                  "quantity": 1, "discount": 0, "total_included": None})()  # fmt: skip
+        values = {
+            "reference": product.code,
+            "title": product.description,
+            "gross_price": _plain(self.gross_price(line)),
+            "tax_id": self.tax_ids.get(Decimal(product.tax_rate).normalize()) or "NOR",
+            "status": "on",
+        }
+        if values["tax_id"] == "ISE":
+            values["tax_exemption"] = product.tax_exemption_code
+        found = None
+        if product.remote_id:
+            found = {"id": product.remote_id}
+        else:
+            try:
+                items = self._get("/products/", reference=product.code)
+            except NotFoundError:
+                items = []
+            found = next((i for i in items or [] if str(i.get("reference")) == product.code), None)
+        if found:
+            answer = self._json(self._request("PATCH", f"/products/{found['id']}/", json_body=values))
+        else:
+            answer = self._json(self._request("POST", "/products/", json_body=values))
+        return str((answer or {}).get("id") or found["id"])
 
     def list_documents(self, date_from, date_to):
         """Invoices, credit notes and receipts of the period (this account's mode), for reconciliation."""

@@ -124,6 +124,9 @@ class InvoiceXpressSimulator(SimulatorServer):
         ("GET", r"/clients/(?P<client_id>\d+)\.json", "_get_client"),
         ("PUT", r"/clients/(?P<client_id>\d+)\.json", "_update_client"),
         ("GET", r"/taxes\.json", "_list_taxes"),
+        ("GET", r"/items\.json", "_list_items"),
+        ("POST", r"/items\.json", "_create_item"),
+        ("PUT", r"/items/(?P<item_id>\d+)\.json", "_update_item"),
     )
 
     def __init__(
@@ -695,6 +698,50 @@ class InvoiceXpressSimulator(SimulatorServer):
             raise self._errors(422, *errors)
         client.update({key: data[key] for key in CLIENT_FIELDS if key in data})
         return SimResponse.json(200, {"client": dict(client)})
+
+    # ------------------------------------------------------------------ items
+    def _list_items(self, request):
+        items = sorted(self.items.values(), key=lambda i: i["id"])
+        page = _positive_int(request.param("page"), 1)
+        per_page = _positive_int(request.param("per_page"), 30)
+        start = (page - 1) * per_page
+        return SimResponse.json(200, {
+            "items": [copy.deepcopy(i) for i in items[start:start + per_page]],
+            "pagination": {"total_entries": len(items), "current_page": page,
+                           "total_pages": math.ceil(len(items) / per_page), "per_page": per_page},
+        })  # fmt: skip
+
+    def _item_values(self, data):
+        name = _text(data.get("name"))
+        if not name:
+            raise self._errors(422, "Name can't be blank")
+        unit_price = _decimal(data.get("unit_price", 0))
+        if unit_price is None:
+            raise self._errors(422, "Unit price is not a number")
+        tax = self._tax((data.get("tax") or {}).get("name"))
+        return {"name": name, "description": data.get("description"), "unit_price": float(unit_price),
+                "unit": data.get("unit"), "tax": {"name": tax["name"], "value": tax["value"]}}  # fmt: skip
+
+    def _create_item(self, request):
+        values = self._item_values(self._body(request, "item"))
+        if values["name"] in self.items:
+            # Names are unique: the real service matches items by name.
+            raise self._errors(422, "Name has already been taken")
+        item = self.items[values["name"]] = {"id": self._next_item_id, **values}
+        self._next_item_id += 1
+        return SimResponse.json(201, {"item": copy.deepcopy(item)})
+
+    def _update_item(self, request, item_id):
+        item = next((i for i in self.items.values() if i["id"] == int(item_id)), None)
+        if item is None:
+            raise self._errors(404, MSG_NOT_FOUND)
+        values = self._item_values({**item, **self._body(request, "item")})
+        if values["name"] != item["name"]:
+            if values["name"] in self.items:
+                raise self._errors(422, "Name has already been taken")
+            self.items[values["name"]] = self.items.pop(item["name"])
+        item.update(values)
+        return SimResponse.json(200, {"item": copy.deepcopy(item)})
 
     def _list_taxes(self, request):
         return SimResponse.json(200, {"taxes": [dict(tax) for tax in self.taxes.values()]})

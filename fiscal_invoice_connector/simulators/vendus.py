@@ -110,6 +110,10 @@ def _plain(value):
     return "0" if text in ("-0", "") else text
 
 
+def _text_value(value):
+    return str(value).strip() if value is not None else ""
+
+
 def _decimal(value):
     """A number from JSON (int, float or numeric string), else None."""
     if isinstance(value, bool) or value is None:
@@ -169,6 +173,9 @@ class VendusSimulator(SimulatorServer):
         ("POST", rf"{PREFIX}/documents/?", "_create_document"),
         ("GET", rf"{PREFIX}/documents/(?P<doc_id>\d+)/?", "_get_document"),
         ("PATCH", rf"{PREFIX}/documents/(?P<doc_id>\d+)/?", "_update_document"),
+        ("GET", rf"{PREFIX}/products/?", "_list_products"),
+        ("POST", rf"{PREFIX}/products/?", "_create_product"),
+        ("PATCH", rf"{PREFIX}/products/(?P<product_id>\d+)/?", "_update_product"),
     )
 
     # Types that PATCH {"status": "A"} may cancel: the official example only shows receipts. [?]
@@ -226,6 +233,8 @@ class VendusSimulator(SimulatorServer):
 
     # ------------------------------------------------------------------ state
     def reset_state(self):
+        self.products = {}  # id -> product (matched by reference)
+        self._next_product_id = 9_000_001
         self.documents = {}  # id -> stored document (public fields + "_"-prefixed internals)
         self.clients = {}  # fiscal_id -> client
         self._series = {}  # (type, mode, serie, year) -> {"number", "last_date", "hash"}
@@ -333,6 +342,44 @@ class VendusSimulator(SimulatorServer):
         for name, value in self.rate_headers().items():
             response.headers.setdefault(name, value)
         return response
+
+    # ---------------------------------------------------------------- products
+    def _list_products(self, request):
+        products = sorted(self.products.values(), key=lambda p: p["id"])
+        reference = request.param("reference")
+        if reference:
+            products = [p for p in products if p.get("reference") == reference]
+        return SimResponse.json(200, [dict(p) for p in products])
+
+    def _product_values(self, data, errors):
+        if not _text_value(data.get("title")):
+            errors.append("O campo title é obrigatório")
+        if data.get("tax_id") not in (None, *TAXES):
+            errors.append("tax_id inválido")
+        return {k: data.get(k) for k in ("reference", "title", "gross_price", "tax_id", "tax_exemption", "status")}
+
+    def _create_product(self, request):
+        data, errors = self._body(request), []
+        values = self._product_values(data, errors)
+        if values["reference"] and any(p.get("reference") == values["reference"] for p in self.products.values()):
+            errors.append("Já existe um produto com esta referência")
+        if errors:
+            raise self._errors(422, *errors)
+        product = {"id": self._next_product_id, **values}
+        self._next_product_id += 1
+        self.products[product["id"]] = product
+        return SimResponse.json(201, dict(product))
+
+    def _update_product(self, request, product_id):
+        product = self.products.get(int(product_id))
+        if product is None:
+            raise self._errors(404, MSG_NOT_FOUND)
+        errors = []
+        values = self._product_values({**product, **self._body(request)}, errors)
+        if errors:
+            raise self._errors(422, *errors)
+        product.update(values)
+        return SimResponse.json(200, dict(product))
 
     # ---------------------------------------------------------------- helpers
     def _errors(self, status, *messages):

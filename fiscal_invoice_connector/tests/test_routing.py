@@ -76,3 +76,52 @@ class TestRoutingAndIsolation(FiscalTestCommon):
         order.fiscal_account_id = self.account_porto
         self.confirm(order)
         self.assertEqual(order.fiscal_document_id.account_id, self.account_porto)
+
+
+class ProductSyncCases:
+    def test_products_synced_by_sku_created_once_then_updated(self):
+        self.product.write({"list_price": 40.0})
+        no_sku = self.make_product(self.tax_23, name="Sem referência", code=False)
+        self.account.action_sync_products()
+        bindings = self.env["fiscal.product.binding"].search([("account_id", "=", self.account.id)])
+        self.assertIn(self.product, bindings.product_id)
+        self.assertNotIn(no_sku, bindings.product_id, "no SKU, not sent")
+        remote_ids = set(bindings.mapped("remote_id"))
+        first = self.remote_catalogue()
+        # Again after a price change: the same remote products, updated, none added.
+        self.product.write({"list_price": 42.0})
+        self.account.action_sync_products()
+        bindings = self.env["fiscal.product.binding"].search([("account_id", "=", self.account.id)])
+        self.assertEqual(set(bindings.mapped("remote_id")), remote_ids)
+        self.assertEqual(len(self.remote_catalogue()), len(first), "never duplicated")
+        skus = [self.sku_of(p) for p in self.remote_catalogue()]
+        self.assertEqual(len(skus), len(set(skus)))
+        self.assertIn(42.0, [self.price_of(p) for p in self.remote_catalogue() if self.sku_of(p) == "PORTO-1"])
+
+
+@tagged("post_install", "-at_install")
+class TestProductSyncInvoiceXpress(ProductSyncCases, FiscalTestCommon):
+    provider = "invoicexpress"
+
+    def remote_catalogue(self):
+        return list(self.sim.items.values())
+
+    def sku_of(self, item):
+        return item["name"]
+
+    def price_of(self, item):
+        return item["unit_price"]
+
+
+@tagged("post_install", "-at_install")
+class TestProductSyncVendus(ProductSyncCases, FiscalTestCommon):
+    provider = "vendus"
+
+    def remote_catalogue(self):
+        return list(self.sim.products.values())
+
+    def sku_of(self, product):
+        return product["reference"]
+
+    def price_of(self, product):
+        return round(float(product["gross_price"]) / 1.23, 2)
