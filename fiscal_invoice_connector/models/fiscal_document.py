@@ -27,6 +27,7 @@ from ..providers import (
     ProviderError,
     RateLimitedError,
     TransientError,
+    get_provider_class,
 )
 from ..providers.base import Redactor
 from .fiscal_provider_account import DOCUMENT_TYPES, MODES
@@ -48,6 +49,17 @@ STATES = [
 # States in which the document occupies its source (the unique indexes ignore the others).
 DEAD_STATES = ("cancelled", "dropped")
 LEASE = timedelta(minutes=5)
+
+
+class _Trace:
+    """What the attempt log reads from a client, for work done by the batch pipeline."""
+
+    def __init__(self, trace):
+        self.trace = trace
+
+    def take_trace(self):
+        trace, self.trace = self.trace, []
+        return trace
 
 
 class ProviderRejection(UserError):
@@ -321,11 +333,17 @@ class FiscalDocument(models.Model):
         candidates = self.search(domain, order="next_attempt, id", limit=batch_size)
         # The runner calls us again while it is told that work remains.
         cron._commit_progress(remaining=self.search_count(domain))
+        concurrency = int(self.env["ir.config_parameter"].sudo().get_param("fiscal_invoice_connector.concurrency", 8))
+        claimed = self.browse([doc.id for doc in candidates if doc._claim()])  # each claim commits
+        batch = claimed.filtered(lambda d: d._batchable()) if concurrency > 1 else self.browse()
         processed = 0
-        for doc in candidates:
-            if doc._claim():
-                doc._process()
-                processed += 1
+        if batch:
+            batch._process_batch(concurrency)
+            processed += len(batch)
+            cron._commit_progress(len(batch))
+        for doc in claimed - batch:
+            doc._process()
+            processed += 1
             if not cron._commit_progress(1):
                 break  # time budget of this cron run used up
         return processed
@@ -384,6 +402,145 @@ class FiscalDocument(models.Model):
             message = self._redact(f"{type(e).__name__}: {e}")
             self._on_transient(TransientError(self.env._("Unexpected error: %s", message)), operation, client)
         self.env.cr.commit()  # pylint: disable=invalid-commit
+
+    # ------------------------------------------------------------------ batch (concurrent) path
+    def _batchable(self):
+        """The common case goes through the concurrent pipeline: issuing an invoice or a credit
+        note, or its follow-ups. Anything rarer (cancellation, receipts, waiting for an original,
+        re-sending a rejection, replacing a bad draft, data only) takes the one-by-one path."""
+        self.ensure_one()
+        if self.kind not in ("invoice", "credit_note") or self.mode == "data_only":
+            return False
+        if self.totals_mismatch or self.remote_state in ("rejected", "pending", "cancel_pending"):
+            return False
+        if self.related_document_id and self.related_document_id.state != "issued":
+            return False
+        if self.state == "issued":
+            return "pending" in (self.pdf_state, self.email_state, self.settle_state)
+        return self.state in ("to_send", "sending")
+
+    def _process_batch(self, concurrency):
+        """Plan every document (ORM), run the provider calls concurrently outside the ORM
+        (providers/pipeline.py), then write each result and commit it on its own."""
+        from ..providers.pipeline import Pipeline, TokenBucket
+
+        jobs, planned = [], self.browse()
+        for doc in self:
+            job = doc._plan_job()
+            if job is not None:
+                jobs.append(job)
+                planned |= doc
+        # Intent of every create in the batch is recorded before any call (exactly-once).
+        self.env.cr.commit()  # pylint: disable=invalid-commit
+        accounts = planned.account_id
+        factories = {a.id: (get_provider_class(a.provider), a._provider_config()) for a in accounts}
+        limiters = {
+            a.id: TokenBucket(a.rate_limit_per_minute, per=60.0) for a in accounts if a.rate_limit_per_minute > 0
+        }
+        pipeline = Pipeline(
+            lambda account_id: factories[account_id][0](factories[account_id][1]), concurrency, limiters
+        )
+        pipeline.run(jobs)  # no ORM, no cursor in there
+        for doc, job in zip(planned, jobs, strict=True):
+            doc._apply_job(job)
+            self.env.cr.commit()  # pylint: disable=invalid-commit
+
+    def _plan_job(self):
+        from ..providers.pipeline import Job
+
+        account = self.account_id
+        cls = get_provider_class(account.provider)
+        try:
+            data = None if self.remote_id else self.env["fiscal.mapping"]._document_data(self)
+        except UserError as e:
+            self._on_validation_error(str(e), "validation", "issue", None)
+            self.env.cr.commit()  # pylint: disable=invalid-commit
+            return None
+        source = self.move_id if self.move_id else self.sale_order_id
+        email = None
+        if self.send_email and "email" in cls.capabilities and self.email_state != "sent" and self.partner_id.email:
+            email = (self.partner_id.email, account.email_subject or "", account.email_body or "")
+        job = Job(
+            doc_id=self.id,
+            account_id=account.id,
+            kind=self.document_type,
+            data=data,
+            date=(data.date if data else self.invoice_date),
+            mode=self.mode,
+            remote_id=self.remote_id or None,
+            remote_state=self.remote_state or None,
+            number=self.number or None,
+            probe=self.create_sent and not self.remote_id,
+            expected_total=Decimal(str(source.amount_total)) if source else None,
+            tolerance=Decimal(str(account.totals_tolerance or 0)),
+            want_pdf="pdf" in cls.capabilities and self.pdf_state != "done",
+            want_xml="xml" in cls.capabilities,
+            email=email,
+            settle=self.settle_state == "pending",
+        )
+        if not self.remote_id:
+            self.write({"state": "sending", "create_sent": True})
+        return job
+
+    def _apply_job(self, job):
+        """Write what the provider said for one document, as the one-by-one path would."""
+        trace = _Trace(job.trace)
+        if not job.remote_id and not job.probe and not job.create_attempted and self.create_sent:
+            # The intent was recorded for the batch, but no create request left: nothing can exist.
+            self.write({"create_sent": False, "state": "to_send"})
+            self._commit()
+        if job.remote is not None:
+            self._store_remote(job.remote)
+            self._commit()
+        if job.error is not None:
+            error = job.error
+            if getattr(error, "kind", None) == "totals" and self.remote_state == "draft":
+                self.write({"totals_mismatch": True})
+                self._commit()
+            if isinstance(error, AuthenticationError):
+                self._on_auth_error(error, "issue", trace)
+            elif isinstance(error, ProviderError):
+                self._on_provider_error(error, "issue", trace)
+            else:
+                _logger.error("Fiscal document %s: unexpected error: %s", self.id, self._redact(repr(error)))
+                message = self._redact(f"{type(error).__name__}: {error}")
+                self._on_transient(TransientError(self.env._("Unexpected error: %s", message)), "issue", trace)
+            return
+        if job.waiting:
+            self._log_attempt("issue", "waiting", client=trace)
+            self.write({"state": "sending", "next_attempt": fields.Datetime.now()
+                        + timedelta(seconds=max(self.account_id.poll_interval, 1))})  # fmt: skip
+            self._trigger_processing(self.next_attempt)
+            return
+        if self.mode == "draft":
+            if self.state != "draft":
+                self.write({"state": "draft"})
+                self._post_on_sources(
+                    self.env._(
+                        "Draft fiscal document created at %s (not final: finalize it there).", self.account_id.name
+                    )
+                )
+        elif self.state in ("to_send", "sending") and self.remote_state in ("final", "settled"):
+            self.write({"state": "issued", "pdf_state": "pending" if job.want_pdf else "none",
+                        "email_state": "pending" if job.email else "none"})  # fmt: skip
+            self._post_on_sources(
+                self.env._(
+                    "Fiscal document %(number)s issued at %(account)s (ATCUD / verification code %(code)s).",
+                    number=self.number or "?",
+                    account=self.account_id.name,
+                    code=self.atcud or "-",
+                )
+            )
+        if job.pdf:
+            self._attach_pdf(job.pdf, job.xml)
+        if job.emailed:
+            self.write({"email_state": "sent"})
+            self._post_on_sources(self.env._("Fiscal document emailed to %s by the provider.", job.email[0]))
+        if job.settled:
+            self.write({"settle_state": "done"})
+            self._post_on_sources(self.env._("Fiscal document %s marked as paid at the provider.", self.number))
+        self._log_attempt("issue", "ok", client=trace)
+        self.write({"next_attempt": fields.Datetime.now(), "last_error": False, "error_kind": False})
 
     def _redact(self, text):
         return Redactor(self.account_id._secrets())(text)
@@ -706,7 +863,11 @@ class FiscalDocument(models.Model):
         )
 
     def _on_transient(self, error, operation, client):
-        attempts = self.attempt_count + 1  # failed attempts; waiting for an authorization is not one
+        # Failed attempts; waiting for an authorization is not one, and neither is a rate limit
+        # (429, InvoiCy 179): that is the provider's budget, not this document failing. Counted,
+        # a long 429 storm (a backfill against 100 calls/minute) failed every document it hit
+        # max_attempts times (fault suite). It still waits Retry-After.
+        attempts = self.attempt_count + (0 if isinstance(error, RateLimitedError) else 1)
         message = self._redact(str(error))
         self._log_attempt(operation, error.kind, client=client, message=message)
         if isinstance(error, RateLimitedError) or error.retry_after:
@@ -896,10 +1057,25 @@ class FiscalDocument(models.Model):
         waiting = self.filtered(
             lambda d: d.remote_state in ("pending", "cancel_pending") and d.state in ("sending", "to_cancel")
         )
-        if waiting:
-            waiting.write({"next_attempt": fields.Datetime.now()})
+        now = fields.Datetime.now()
+        # Not one a worker is reading right now (its lease): it schedules the next read itself.
+        wake = waiting.filtered(lambda d: not d._maybe_leased(now))
+        if wake:
+            wake.write({"next_attempt": now})
             self._trigger_processing()
         return waiting
+
+    def _maybe_leased(self, now):
+        """True when a worker may hold this document right now (``_claim``): it is in the queue
+        and its next attempt is at most LEASE ahead. Bringing such a document forward would let
+        a second worker take it while the first is still talking to the provider (two PDFs, two
+        emails: fault suite). A real backoff that short ends within the lease anyway, and a
+        worker always ends by scheduling the document again (now, when nothing is left to wait for)."""
+        self.ensure_one()
+        in_queue = self.state in ("to_send", "sending", "to_cancel") or (
+            self.state == "issued" and "pending" in (self.pdf_state, self.email_state, self.settle_state)
+        )
+        return bool(in_queue and self.next_attempt and now < self.next_attempt <= now + LEASE)
 
     # ------------------------------------------------------------------ user actions
     def action_retry(self):
@@ -907,12 +1083,18 @@ class FiscalDocument(models.Model):
         for doc in self:
             if doc.state not in ("error", "failed") and not (doc.state == "issued" and doc.last_error):
                 raise UserError(self.env._("Only documents that need attention or failed can be retried."))
-            vals = {"next_attempt": fields.Datetime.now(), "last_error": False, "error_kind": False}
+            now = fields.Datetime.now()
+            vals = {"next_attempt": now, "last_error": False, "error_kind": False}
             if doc.state in ("error", "failed"):
                 vals["state"] = "sending" if doc.create_sent else "to_send"
                 vals["attempt_count"] = 0
-            elif doc.pdf_state == "none":
-                vals["pdf_state"] = "pending"
+            else:
+                # Issued, a follow-up (PDF, email) failed. Still queued, a worker may be on it now:
+                # keep its lease (see _maybe_leased), the queue retries it within LEASE anyway.
+                if doc._maybe_leased(now):
+                    del vals["next_attempt"]
+                if doc.pdf_state == "none":
+                    vals["pdf_state"] = "pending"
             doc.write(vals)
             doc.activity_unlink(["mail.mail_activity_data_todo"])
             doc.message_post(body=self.env._("Retry requested by %s.", self.env.user.name))

@@ -68,14 +68,15 @@ class FiscalProviderAccount(models.Model):
         groups="fiscal_invoice_connector.group_fiscal_manager",
         copy=False,
         exportable=False,
-        help="InvoiceXpress, Vendus, eNotas: the account's API key. InvoiCy: the partner key.",
+        help="InvoiceXpress, Vendus, eNotas: the account's API key. InvoiCy: the partner key. "
+        "Leave it empty to keep the stored key.",
     )
     access_key = fields.Char(
         "Access key",
         groups="fiscal_invoice_connector.group_fiscal_manager",
         copy=False,
         exportable=False,
-        help="InvoiCy: the company's access key (signs every request).",
+        help="InvoiCy: the company's access key (signs every request). Leave it empty to keep the stored key.",
     )
     webhook_secret = fields.Char(
         groups="fiscal_invoice_connector.group_fiscal_manager",
@@ -106,6 +107,14 @@ class FiscalProviderAccount(models.Model):
         default="TB=1, NU=2, CC=3",
         help="Vendus: the provider's payment method id for each kind of payment (TB transfer, NU cash, CC card, "
         "MB Multibanco, CH cheque, OU other), as CODE=ID pairs.",
+    )
+    rate_limit_per_minute = fields.Integer(
+        "Calls per minute",
+        compute="_compute_rate_limit",
+        store=True,
+        readonly=False,
+        help="The provider's budget for this account (InvoiceXpress: 100 per minute). The queue paces its "
+        "calls to stay within it instead of spending them on 429 answers. 0: no limit known.",
     )
     poll_interval = fields.Integer(
         default=30,
@@ -206,6 +215,12 @@ class FiscalProviderAccount(models.Model):
                 template = template.format(account_name=account.account_name or "ACCOUNT")
             account.base_url = template or ""
 
+    @api.depends("provider")
+    def _compute_rate_limit(self):
+        for account in self:
+            cls = get_provider_class(account.provider) if account.provider else None
+            account.rate_limit_per_minute = getattr(cls, "default_rate_limit", 0) or 0
+
     def _compute_webhook_url(self):
         base = self.env["ir.config_parameter"].sudo().get_param("web.base.url", "")
         for account in self:
@@ -239,6 +254,11 @@ class FiscalProviderAccount(models.Model):
             account.error_count = errors.get(account, 0)
 
     def write(self, vals):
+        # A blank secret means "unchanged", never "erase": a form saved by someone who cannot
+        # (or did not) read the key must not wipe it.
+        blank = [name for name in ("api_key", "access_key") if name in vals and not vals[name]]
+        if blank:
+            vals = {name: value for name, value in vals.items() if name not in blank}
         if "trigger" in vals:
             vals = dict(vals, policy_start=fields.Datetime.now())
         return super().write(vals)

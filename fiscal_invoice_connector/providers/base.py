@@ -320,6 +320,11 @@ class FiscalProvider:
     # Largest body kept (after redaction) in the attempt log, per exchange.
     trace_body_limit = 600
 
+    # Set by the batch pipeline: called before every request (a token bucket's acquire), and
+    # with the provider's own count of what is left (rate-limit headers).
+    throttle = None
+    observe_rate = None
+
     def __init__(self, config: ProviderConfig, session: requests.Session | None = None):
         self.config = config
         self.session = session or requests.Session()
@@ -426,6 +431,8 @@ class FiscalProvider:
         kwargs["headers"] = headers
         kwargs = self._auth(kwargs)
         url = self._url(path)
+        if self.throttle is not None:
+            self.throttle()
         self.calls += 1
         started = time.monotonic()
         request_summary = self._short(json.dumps(json_body, default=str)) if json_body is not None else ""
@@ -455,6 +462,10 @@ class FiscalProvider:
             request_summary,
             "" if raw else content.decode("utf-8", "replace"),
         )
+        if self.observe_rate is not None:
+            remaining = response.headers.get("Rate-Limit-Remaining") or response.headers.get("X-RateLimit-Remaining")
+            if remaining is not None and remaining.strip().lstrip("-").isdigit():
+                self.observe_rate(int(remaining), retry_after_seconds(response, default=None))
         if response.status_code not in expected:
             self._raise_for_status(response)
         return response

@@ -63,6 +63,8 @@ class InvoiceXpressProvider(FiscalProvider):
     # The account name is the sub-domain of the customer's InvoiceXpress account.
     default_base_url = "https://{account_name}.app.invoicexpress.com"
     credential_fields = ("api_key",)
+    # Published budget per account and minute (provider-apis.md §2.1 [C]).
+    default_rate_limit = 100
     capabilities = frozenset(
         {"draft", "email", "pdf", "cancel", "credit_note", "receipt", "settle", "find_by_reference", "product_sync"}
     )

@@ -533,6 +533,8 @@ class InvoicyProvider(FiscalProvider):
             "Dados": {"DadosItem": [{"Documento": document, "Parametros": parameters}]},
         }
         self._request_summary = self._short(f"Execute {document} {parameters}".strip())
+        if self.throttle is not None:
+            self.throttle()
         self.calls += 1
         try:
             result = self._proxy().Execute(Invoicyrecepcao=request)

@@ -63,6 +63,8 @@ class VendusProvider(FiscalProvider):
     default_base_url = "https://www.vendus.pt/ws/v1.1"
     credential_fields = ("api_key",)
     # No "draft" (final on creation), no "email" (the API has no send-by-email call), no "async".
+    # Published budget per account and minute (Rate-Limit-Limit in the docs example [?]).
+    default_rate_limit = 100
     capabilities = frozenset({"pdf", "credit_note", "receipt", "cancel", "find_by_reference", "product_sync"})
 
     # Our document kinds -> Vendus document types. "receipt" is what register_payment issues.
