@@ -1,16 +1,26 @@
 """Odoo records -> provider-neutral fiscal documents. Decides *what* is sent; never
 talks to a provider, never writes.
 
-Rules (one place):
-- Source: the invoice when the document has one, else the sale order.
-- Prices: tax-excluded unit price, Odoo's discount percent; section/note lines skipped.
+The rules are written down, with the reasons and the choices made where the services'
+documentation is silent, in docs/mapping-rules.md. In short:
+- Source: the invoice when the document has one, else the sale order; section/note lines and
+  zero-quantity lines are skipped.
+- Prices: tax-excluded unit prices in the document currency, Odoo's discount percent. The unit
+  price is Odoo's own when it gives back Odoo's line subtotal to the cent (quantity x price less
+  discount, rounded as the services do), else the shortest one (up to 10 decimals) that does:
+  VAT-inclusive prices, and float ties. Each line also carries Odoo's VAT-inclusive line total
+  (``total_included``), which providers taking VAT-inclusive prices (Vendus) reproduce.
+- Negative lines (global discount lines, down-payment deductions) are refused: the services
+  take positive quantities and prices only; the message says what to do instead.
 - Taxes: one percent tax per line, named for the provider by ``account.tax.fiscal_tax_name``
   (default ``IVA<rate>``); 0 % lines carry the tax's SAF-T exemption code.
+- Totals: Odoo's ``amount_total`` travels as ``expected_total`` for the totals guards.
+- Credit notes never credit more than what remains of their original document.
 - Customer: the commercial partner; a NIF that python-stdnum rejects is not sent, and the
   document goes to the final consumer as the Portuguese services expect.
 """
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from stdnum import get_cc_module
 
@@ -22,6 +32,16 @@ from ..providers import FiscalDocumentData, FiscalLine, FiscalParty, FiscalPayme
 
 def _d(value, digits=6):
     return Decimal(str(round(value or 0.0, digits)))
+
+
+def _cents(value, digits=2):
+    """Half-up to the currency's decimals, as the services (and Odoo) round amounts."""
+    return Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+
+
+# Most decimals a derived unit price gets (VAT-inclusive prices): the shortest price that gives
+# back Odoo's line subtotal is sent, and 10 decimals do for any realistic quantity.
+UNIT_PRICE_DIGITS = 10
 
 
 def normalize_vat(vat, country_code):
@@ -81,7 +101,7 @@ class FiscalMapping(models.AbstractModel):
             related_remote_id=related.remote_id or None,
             related_number=related.number or None,
             reason=doc.cancel_reason or None,
-            expected_total=_d(record.amount_total, 2),
+            expected_total=_d(record.amount_total, record.currency_id.decimal_places),
             send_email=doc.send_email,
             service=self._service(doc, record),
             payments=self._payments(doc, record, date),
@@ -141,11 +161,9 @@ class FiscalMapping(models.AbstractModel):
         product, then same description), as Vendus requires (reference_document per line)."""
         original = doc.related_document_id
         source = original.move_id or original.sale_order_id
-        if source._name == "account.move":
-            rows = source.invoice_line_ids.filtered(lambda ln: ln.display_type == "product")
-        else:
-            rows = source.order_line.filtered(lambda ln: not ln.display_type and ln.product_uom_qty)
-        credited = doc.move_id.invoice_line_ids.filtered(lambda ln: ln.display_type == "product")
+        # The rows as they were sent (same filter as the lines), so that row numbers match.
+        rows = self._move_rows(source) if source._name == "account.move" else self._order_rows(source)
+        credited = self._move_rows(doc.move_id)
         for line, odoo_line in zip(lines, credited, strict=True):
             for index, row in enumerate(rows, start=1):
                 if row.product_id == odoo_line.product_id and (row.name or "") == (odoo_line.name or ""):
@@ -210,21 +228,36 @@ class FiscalMapping(models.AbstractModel):
         )
 
     @api.model
+    def _move_rows(self, move):
+        """The invoice lines that become document lines (and rows, for credit notes)."""
+        return move.invoice_line_ids.filtered(lambda line: line.display_type == "product" and line.quantity)
+
+    @api.model
+    def _order_rows(self, order):
+        return order.order_line.filtered(lambda line: not line.display_type and line.product_uom_qty)
+
+    @api.model
     def _lines_from_move(self, move):
-        lines = move.invoice_line_ids.filtered(lambda line: line.display_type == "product")
-        return [self._line(ln, ln.price_unit, ln.quantity, ln.discount, ln.tax_ids, move.currency_id) for ln in lines]
+        return [
+            self._line(ln, ln.price_unit, ln.quantity, ln.discount, ln.tax_ids, move.currency_id)
+            for ln in self._move_rows(move)
+        ]
 
     @api.model
     def _lines_from_order(self, order):
-        lines = order.order_line.filtered(lambda line: not line.display_type and line.product_uom_qty)
         return [
             self._line(ln, ln.price_unit, ln.product_uom_qty, ln.discount, ln.tax_ids, order.currency_id)
-            for ln in lines
+            for ln in self._order_rows(order)
         ]
 
     @api.model
     def _line(self, line, price_unit, quantity, discount, taxes, currency):
         product = line.product_id
+        if quantity < 0 and price_unit < 0:
+            # (-2) x (-5.00) is a positive line written upside down: the same line, positive.
+            quantity, price_unit = -quantity, -price_unit
+        if quantity < 0 or price_unit < 0:
+            raise UserError(self._negative_line_message(line, price_unit, quantity, currency))
         percent_taxes = taxes.filtered(lambda t: t.amount_type == "percent")
         if len(taxes) > 1 or taxes != percent_taxes:
             raise UserError(
@@ -236,20 +269,66 @@ class FiscalMapping(models.AbstractModel):
                 )
             )
         tax = taxes[:1]
-        if tax.price_include:
-            unit = tax.compute_all(price_unit, currency=currency, quantity=1.0, product=product)["total_excluded"]
-        else:
-            unit = price_unit
         rate = _d(tax.amount, 4) if tax else Decimal("0")
-        return FiscalLine(
+        digits = currency.decimal_places
+        quantity = _d(quantity, 6)
+        discount = _d(discount, 4)
+        # Odoo's figures for the line, which the provider must reproduce.
+        subtotal = _cents(_d(line.price_subtotal, digits), digits)
+        total = _cents(_d(line.price_total, digits), digits)
+        fiscal_line = FiscalLine(
             code=(product.default_code or product.display_name or line.name or "ITEM")[:60],
             description=(line.name or product.display_name or "").strip(),
-            quantity=_d(quantity, 4),
-            unit_price=_d(unit, 6),
+            quantity=quantity,
+            unit_price=self._unit_price(price_unit, quantity, discount, subtotal, tax, rate, digits),
             tax_name=tax.fiscal_tax_name or (f"IVA{int(tax.amount)}" if tax else None),
             tax_rate=rate,
             tax_exemption_code=tax.fiscal_exemption_code or None if not rate else None,
-            discount=_d(discount, 4),
+            discount=discount,
             unit=None,
             is_shipping=bool(getattr(line, "is_delivery", False)),
+        )
+        # Odoo's VAT-inclusive line total: what a provider taking VAT-inclusive prices must show.
+        fiscal_line.total_included = total
+        return fiscal_line
+
+    @api.model
+    def _unit_price(self, price_unit, quantity, discount, subtotal, tax, rate, digits):
+        """The tax-excluded unit price to send, such that quantity x price less discount, rounded
+        half-up to the cent (what InvoiceXpress and the others compute), is Odoo's line subtotal.
+
+        Odoo's own price when it does (tax-excluded prices); otherwise (VAT-inclusive prices, a
+        float tie) the shortest price, up to ``UNIT_PRICE_DIGITS`` decimals, that does."""
+        price = _d(price_unit, UNIT_PRICE_DIGITS)
+        share = quantity * (1 - discount / 100)
+        if not tax.price_include and _cents(price * share, digits) == subtotal:
+            return price
+        if not share:
+            # 100 % discount: the line is worth nothing whatever the price; keep Odoo's, tax excluded.
+            return _cents(price / (1 + rate / 100), UNIT_PRICE_DIGITS) if tax.price_include else price
+        exact = subtotal / share
+        for places in range(digits, UNIT_PRICE_DIGITS + 1):
+            candidate = _cents(exact, places)
+            if _cents(candidate * share, digits) == subtotal:
+                return candidate
+        return _cents(exact, UNIT_PRICE_DIGITS)
+
+    @api.model
+    def _negative_line_message(self, line, price_unit, quantity, currency):
+        name = (line.name or line.product_id.display_name or "").strip()
+        if getattr(line, "is_downpayment", False):
+            return self.env._(
+                "Line “%(line)s” deducts a down payment (%(amount)s). The fiscal services accept no negative "
+                "line: create the final invoice without deducting the down payment (untick “Deduct down "
+                "payments”), and issue a credit note for the down-payment invoice instead.",
+                line=name,
+                amount=round(quantity * price_unit, currency.decimal_places),
+            )
+        return self.env._(
+            "Line “%(line)s” is negative (%(qty)s × %(price)s). The fiscal services accept positive quantities "
+            "and prices only: give a discount as a percentage on the lines (Discount button, “On All Order "
+            "Lines”), and issue a credit note for a return or a refund instead of a negative line.",
+            line=name,
+            qty=quantity,
+            price=price_unit,
         )

@@ -208,6 +208,9 @@ class FiscalLine:
     is_shipping: bool = False
     # Credit notes: the row (1-based) of the original document this line credits (Vendus).
     related_row: int | None = None
+    # Odoo's VAT-inclusive line total (after discount): lets a provider that takes VAT-inclusive
+    # prices choose one that reproduces it exactly (docs/mapping-rules.md).
+    total_included: Decimal | None = None
 
 
 @dataclass

@@ -1,4 +1,5 @@
 from . import (
+    test_fiscal_corpus,
     test_lifecycle,
     test_nfse,
     test_outbox,

@@ -163,6 +163,8 @@ class FiscalTestCommon(TestSaleCommon):
             }
         )
         getattr(cls, f"_setup_{cls.provider}")()
+        # The simulators here have no budget unless a test gives them one: no pacing.
+        cls.account.rate_limit_per_minute = 0
         cls.company.fiscal_default_account_id = cls.account
 
     @classmethod
