@@ -20,7 +20,9 @@ Subclasses implement the provider: ``routes``, ``authenticate``, ``is_public``,
 
 from __future__ import annotations
 
+import base64
 import collections
+import hashlib
 import json
 import logging
 import math
@@ -581,3 +583,23 @@ def serve_until_signal(simulator):
     finally:
         simulator.stop()
     return 0
+
+
+def positive_int(value, default):
+    """A query parameter as a positive integer, else ``default``."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return default
+    return number if number > 0 else default
+
+
+def saft_chain_hash(previous, doc_date, number, total):
+    """SAF-T PT chains each document's signature to the previous one of the series."""
+    digest = hashlib.sha256(f"{doc_date};{number};{total:.2f};{previous}".encode()).digest()
+    return base64.b64encode(digest).decode()
+
+
+def saft_printed_hash(full_hash):
+    """The 4 characters printed on the document: positions 1, 11, 21 and 31 of the signature."""
+    return "".join(full_hash[i] for i in (0, 10, 20, 30))

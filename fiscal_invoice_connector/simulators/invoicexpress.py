@@ -21,7 +21,6 @@ CLI (demo)::
 from __future__ import annotations
 
 import argparse
-import base64
 import copy
 import hashlib
 import hmac
@@ -32,7 +31,16 @@ from datetime import date as date_cls
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from ._server import Reply, SimResponse, SimulatorServer, build_pdf, serve_until_signal
+from ._server import (
+    Reply,
+    SimResponse,
+    SimulatorServer,
+    build_pdf,
+    positive_int,
+    saft_chain_hash,
+    saft_printed_hash,
+    serve_until_signal,
+)
 
 # plural path segment -> (singular root key of responses, "type" value, ATCUD validation code).
 # A validation code is what the AT returns when the series is registered (8 chars);
@@ -510,8 +518,8 @@ class InvoiceXpressSimulator(SimulatorServer):
                 and any(text in _text(v).lower() for v in (d["reference"], d["sequence_number"], d["client"]["name"]))
             ]
         docs.sort(key=lambda d: d["id"], reverse=True)  # newest first
-        page = _positive_int(request.param("page"), 1)
-        per_page = _positive_int(request.param("per_page"), 30)
+        page = positive_int(request.param("page"), 1)
+        per_page = positive_int(request.param("per_page"), 30)
         start = (page - 1) * per_page
         return SimResponse.json(200, {
             "invoices": [self._render(d) for d in docs[start:start + per_page]],
@@ -552,14 +560,14 @@ class InvoiceXpressSimulator(SimulatorServer):
             # AT rule: inside a series, documents are chronological.
             raise self._errors(422, "Date cannot be earlier than the last document of this sequence")
         number = sequence["number"] + 1
-        full_hash = _chain_hash(sequence["hash"], doc["date"], f"{SERIE}/{number}", doc["total"])
+        full_hash = saft_chain_hash(sequence["hash"], doc["date"], f"{SERIE}/{number}", doc["total"])
         sequence.update(number=number, last_date=doc["_date"], hash=full_hash)
         doc.update(
             status="settled" if doc["_type"] == "invoice_receipts" else "final",
             sequence_number=f"{number}/{SERIE}",
             inverted_sequence_number=f"{SERIE}/{number}",
             atcud=f"{DOCUMENT_TYPES[doc['_type']][2]}-{number}",
-            saft_hash=_printed_hash(full_hash),
+            saft_hash=saft_printed_hash(full_hash),
         )
         if doc["_type"] == "invoice_receipts":
             doc["_paid"] = Decimal(str(doc["total"]))
@@ -702,8 +710,8 @@ class InvoiceXpressSimulator(SimulatorServer):
     # ------------------------------------------------------------------ items
     def _list_items(self, request):
         items = sorted(self.items.values(), key=lambda i: i["id"])
-        page = _positive_int(request.param("page"), 1)
-        per_page = _positive_int(request.param("per_page"), 30)
+        page = positive_int(request.param("page"), 1)
+        per_page = positive_int(request.param("per_page"), 30)
         start = (page - 1) * per_page
         return SimResponse.json(200, {
             "items": [copy.deepcopy(i) for i in items[start:start + per_page]],
@@ -745,25 +753,6 @@ class InvoiceXpressSimulator(SimulatorServer):
 
     def _list_taxes(self, request):
         return SimResponse.json(200, {"taxes": [dict(tax) for tax in self.taxes.values()]})
-
-
-def _positive_int(value, default):
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return default
-    return number if number > 0 else default
-
-
-def _chain_hash(previous, doc_date, number, total):
-    """SAF-T PT chains each document's signature to the previous one of the series."""
-    digest = hashlib.sha256(f"{doc_date};{number};{total:.2f};{previous}".encode()).digest()
-    return base64.b64encode(digest).decode()
-
-
-def _printed_hash(full_hash):
-    """The 4 characters printed on the document: positions 1, 11, 21 and 31 of the signature."""
-    return "".join(full_hash[i] for i in (0, 10, 20, 30))
 
 
 def main(argv=None):

@@ -50,7 +50,16 @@ from datetime import date as date_cls
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from ._server import Reply, SimResponse, SimulatorServer, build_pdf, serve_until_signal
+from ._server import (
+    Reply,
+    SimResponse,
+    SimulatorServer,
+    build_pdf,
+    positive_int,
+    saft_chain_hash,
+    saft_printed_hash,
+    serve_until_signal,
+)
 
 PREFIX = r"(?:/ws/v1\.1)?"
 DOCUMENT_TYPES = {
@@ -140,14 +149,6 @@ def _parse_date(value):
         return datetime.strptime(value.strip(), "%Y-%m-%d").date()
     except ValueError:
         return None
-
-
-def _positive_int(value, default):
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return default
-    return number if number > 0 else default
 
 
 def valid_nif(nif):
@@ -558,7 +559,7 @@ class VendusSimulator(SimulatorServer):
             item = item if isinstance(item, dict) else {}
             ref = item.get("reference_document") if isinstance(item.get("reference_document"), dict) else {}
             number = _text(ref.get("document_number"))
-            row = _positive_int(ref.get("document_row"), None)
+            row = positive_int(ref.get("document_row"), None)
             qty = _decimal(item.get("qty"))
             if not number or row is None:
                 errors.append(f"Item {index}: indique o documento de origem (document_number e document_row)")
@@ -730,13 +731,13 @@ class VendusSimulator(SimulatorServer):
                     remaining -= share
         number = series["number"] + 1
         full_number = f"{doc_type} {serie}/{number}"
-        full_hash = _chain_hash(series["hash"], doc_date.isoformat(), full_number, gross)
+        full_hash = saft_chain_hash(series["hash"], doc_date.isoformat(), full_number, gross)
         series.update(number=number, last_date=doc_date, hash=full_hash)
         atcud = f"{_validation_code(doc_type, serie)}-{number}"
         now = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         doc_id = self._next_id[mode]
         self._next_id[mode] += 1
-        printed_hash = _printed_hash(full_hash)
+        printed_hash = saft_printed_hash(full_hash)
         qrcode_data = "*".join([
             f"A:{self.account['fiscal_id']}", f"B:{(client or {}).get('fiscal_id') or FINAL_CONSUMER_NIF}",
             f"C:{(client or {}).get('country') or 'PT'}", f"D:{doc_type}", "E:N", f"F:{doc_date:%Y%m%d}",
@@ -855,8 +856,8 @@ class VendusSimulator(SimulatorServer):
                     raise self._errors(422, f"Data inválida em {name} (AAAA-MM-DD)")
                 docs = [d for d in docs if keep(d, value)]
         docs.sort(key=lambda d: d["id"], reverse=True)  # newest first
-        page = _positive_int(request.param("page"), 1)
-        per_page = min(_positive_int(request.param("per_page"), 20), 1000)
+        page = positive_int(request.param("page"), 1)
+        per_page = min(positive_int(request.param("per_page"), 20), 1000)
         start = (page - 1) * per_page
         headers = {"X-Paginator-Items": str(len(docs)), "X-Paginator-Pages": str(math.ceil(len(docs) / per_page))}
         if not docs and self.empty_list_status == 404:
@@ -916,17 +917,6 @@ def _validation_code(doc_type, serie):
     """The 8-character code the AT gives a registered series (the ATCUD prefix): stable per series."""
     digest = hashlib.sha256(f"{doc_type}:{serie}".encode()).digest()
     return base64.b32encode(digest).decode()[:8]
-
-
-def _chain_hash(previous, doc_date, number, total):
-    """SAF-T PT chains each document's signature to the previous one of the series."""
-    digest = hashlib.sha256(f"{doc_date};{number};{total:.2f};{previous}".encode()).digest()
-    return base64.b64encode(digest).decode()
-
-
-def _printed_hash(full_hash):
-    """The 4 characters printed on the document: positions 1, 11, 21 and 31 of the signature."""
-    return "".join(full_hash[i] for i in (0, 10, 20, 30))
 
 
 def main(argv=None):
