@@ -13,6 +13,7 @@
         "security/fiscal_security.xml",
         "security/ir.model.access.csv",
         "data/ir_cron.xml",
+        "data/server_actions.xml",
         "wizards/fiscal_issue_wizard_views.xml",
         "wizards/fiscal_cancel_wizard_views.xml",
         "wizards/fiscal_backfill_wizard_views.xml",
@@ -22,6 +23,7 @@
         "views/account_move_views.xml",
         "views/account_tax_views.xml",
         "views/product_partner_views.xml",
+        "views/res_config_settings_views.xml",
         "views/menus.xml",
         "views/fiscal_routing_rule_views.xml",
         "wizards/fiscal_reconciliation_views.xml",
@@ -29,6 +31,14 @@
     "demo": [
         "demo/fiscal_demo.xml",
     ],
+    "assets": {
+        "web.assets_backend": [
+            "fiscal_invoice_connector/static/src/scss/fiscal_invoice_connector.scss",
+        ],
+        "web.assets_tests": [
+            "fiscal_invoice_connector/static/src/js/tours/**/*",
+        ],
+    },
     "images": ["static/description/icon.png"],
     "application": False,
 }

@@ -6,7 +6,8 @@ Runs against a demo started by ``scripts/demo.sh``::
 
 It logs in as admin, opens a demo quotation, clicks Confirm, waits until the fiscal
 number and the PDF appear on the order, and saves screenshots of the order, the
-provider account and the fiscal documents list. Exits non-zero when a step fails.
+fiscal documents (list and kanban), the provider account and the connector's block of
+the Invoicing settings. Exits non-zero when a step fails.
 Plain Chromium over its DevTools protocol (websocket-client), no test framework.
 """
 
@@ -150,13 +151,17 @@ def main():
         cookie = browser.send("Network.getCookies", urls=[args.url])["cookies"]
         session = "; ".join(f"{c['name']}={c['value']}" for c in cookie)
 
-        # A demo quotation still in draft: the newcomer's journey starts there.
+        # A Portuguese demo quotation still in draft (InvoiceXpress): the newcomer's journey starts there.
         orders = rpc(args.url, session, "sale.order", "search_read",
-                     [[["state", "=", "draft"], ["fiscal_account_id", "!=", False]]],
-                     {"fields": ["name"], "limit": 1, "order": "id desc"})  # fmt: skip
+                     [[["state", "=", "draft"], ["fiscal_account_id.provider", "=", "invoicexpress"]]],
+                     {"fields": ["name"], "limit": 2, "order": "id"})  # fmt: skip
         if not orders:
             raise SystemExit("no draft quotation left in the demo database (run with FIC_DEMO_RESET=1)")
         order_id, order_name = orders[0]["id"], orders[0]["name"]
+        # One more sale (confirmed behind the scenes) so that the fiscal documents views show more than one.
+        for other in orders[1:]:
+            rpc(args.url, session, "sale.order", "action_confirm", [[other["id"]]])
+            print(f"also confirmed {other['name']} (for the fiscal documents views)")
         browser.goto(f"{args.url}/odoo/action-sale.action_quotations_with_onboarding/{order_id}")
         browser.wait("document.querySelector('.o_form_view button[name=action_confirm]')", what="the quotation form")
         time.sleep(0.5)
@@ -185,6 +190,21 @@ def main():
         browser.wait("document.querySelector('.o_list_view .o_data_row')", what="the fiscal documents list")
         time.sleep(0.5)
         browser.screenshot(shot("fiscal-documents-list.png"))
+
+        browser.goto(f"{args.url}/odoo/action-fiscal_invoice_connector.fiscal_document_action?view_type=kanban")
+        browser.wait("document.querySelector('.o_kanban_view .o_kanban_record')", what="the fiscal documents kanban")
+        time.sleep(0.5)
+        browser.screenshot(shot("fiscal-documents-kanban.png"))
+
+        browser.goto(f"{args.url}/odoo/action-account.action_account_config")
+        browser.wait("document.querySelector('#fiscal_default_account')", what="the connector's settings")
+        browser.js("document.querySelector('#fiscal_default_account').scrollIntoView({block: 'center'})")
+        browser.wait(
+            "document.querySelector('#fiscal_default_account .o_field_widget[name=fiscal_default_environment]')",
+            what="the default account in the settings",
+        )
+        time.sleep(0.5)
+        browser.screenshot(shot("settings.png"))
 
         accounts = rpc(args.url, session, "fiscal.provider.account", "search", [[]], {"limit": 1})
         browser.goto(f"{args.url}/odoo/action-fiscal_invoice_connector.fiscal_provider_account_action/{accounts[0]}")

@@ -12,4 +12,6 @@ from . import (
     sale_order,
     account_move,
     account_partial_reconcile,
+    res_config_settings,
+    fiscal_mass_action,
 )

@@ -8,4 +8,6 @@ from . import (
     test_reconciliation,
     test_routing,
     test_security,
+    test_tour,
+    test_ui,
 )
