@@ -30,7 +30,16 @@ class AccountPartialReconcile(models.Model):
                 [("payment_key", "in", [f"apr-{p.id}" for p in self]), ("state", "not in", ("cancelled", "dropped"))]
             )
         )
+        invoices = self.debit_move_id.move_id.filtered(lambda m: m.move_type == "out_invoice")
+        paid_before = invoices.filtered(lambda m: m.payment_state in ("paid", "in_payment", "partial"))
         res = super().unlink()
+        # A payment taken back (chargeback, bounced transfer): for the payment-based policies the
+        # sale's document is dropped while unsent, or cancelled when the account says so.
+        for invoice in paid_before.filtered(lambda m: m.payment_state == "not_paid"):
+            docs = invoice._fiscal_documents().filtered(
+                lambda d: d.account_id.trigger in ("payment", "payment_window") and d.kind == "invoice"
+            )
+            docs._on_source_refunded(self.env._("payment of %s taken back (chargeback)", invoice.name))
         for receipt in receipts:
             reason = self.env._("payment unreconciled in Odoo")
             if receipt.state == "issued" and not receipt.account_id._can_cancel("receipt"):

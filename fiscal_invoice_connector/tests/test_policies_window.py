@@ -70,6 +70,23 @@ class TestRefundWindowAndRefunds(FiscalTestCommon):
             ).create({})._create_payments()
         self.assertFalse(invoice.fiscal_document_id, "a sale from before the policy is left to the backfill")
 
+    def test_chargeback_inside_window_drops_queued_document(self):
+        self.account.write({"trigger": "payment_window", "refund_window_days": 7})
+        with freeze_time("2026-03-02 10:00:00"):
+            self.account.policy_start = fields.Datetime.now() - timedelta(hours=1)
+            invoice = self._paid_invoice(self.confirm(self.make_order()))
+            doc = invoice.fiscal_document_id
+            self.assertEqual(doc.state, "to_send")
+        with freeze_time("2026-03-04 10:00:00"):
+            # The card payment is taken back: the payment is unreconciled from the invoice.
+            invoice.line_ids.filtered(lambda ln: ln.account_type == "asset_receivable").remove_move_reconcile()
+            self.assertEqual(invoice.payment_state, "not_paid")
+            self.assertEqual(doc.state, "dropped")
+            self.assertIn("chargeback", self.chatter_text(invoice))
+        with freeze_time("2026-03-10 10:00:00"):
+            self.run_queue()
+        self.assertEqual(self.sim.requests, [], "nothing sent for a sale whose payment was taken back")
+
     def test_cancel_on_refund_cancels_the_issued_document_at_the_provider(self):
         self.account.write({"trigger": "invoice_post", "cancel_on_refund": True})
         invoice = self.confirm(self.make_order())._create_invoices()
