@@ -51,7 +51,11 @@ python -m pytest fiscal_invoice_connector -q -p no:cacheprovider \
     --odoo-database="$TEST_DB" --odoo-addons-path="$ADDONS_PATH" --odoo-log-level=warn --odoo-http \
     --junitxml="$results/odoo.xml" "$@" || status=$?
 
-# One closing line for both runs.
+echo "== Fault suite (real processes: SIGKILL, dropped connections, two workers) =="
+python scripts/fault_suite.py || status=$?
+
+# One closing line for the pytest runs (the fault suite prints its own table and fails the run on
+# any duplicate or lost document).
 "$PY" - "$results"/*.xml <<'EOF'
 import sys
 import xml.etree.ElementTree as ET

@@ -165,7 +165,9 @@ def test_provider_declares_its_identity_and_capabilities():
     assert (VendusProvider.code, VendusProvider.label) == ("vendus", "Vendus")
     assert VendusProvider.default_base_url == "https://www.vendus.pt/ws/v1.1"
     assert VendusProvider.credential_fields == ("api_key",)
-    assert VendusProvider.capabilities == {"pdf", "credit_note", "receipt", "cancel", "find_by_reference", "product_sync"}
+    assert VendusProvider.capabilities == {
+        "pdf", "credit_note", "receipt", "cancel", "find_by_reference", "product_sync"
+    }  # fmt: skip
     assert "draft" not in VendusProvider.capabilities
 
 

@@ -67,7 +67,8 @@ class FiscalWebhookController(http.Controller):
             except ValueError:
                 payload = text  # InvoiCy may notify in XML; each provider decides what it accepts
             parsed = get_provider_class(account.provider).parse_webhook(payload)
-        except (ValueError, UnicodeDecodeError, AttributeError, TypeError):
+        except (ValueError, UnicodeDecodeError, AttributeError, TypeError, RecursionError):
+            # RecursionError: JSON nested a few thousand levels deep (10 KB) was a 500 (fault suite).
             return request.make_json_response({"error": "malformed notification"}, status=400)
         if parsed is None:
             # About nothing of ours (e.g. InvoiCy's certificate notices): acknowledged, ignored.

@@ -435,7 +435,9 @@ class FiscalDocument(models.Model):
         accounts = planned.account_id
         factories = {a.id: (get_provider_class(a.provider), a._provider_config()) for a in accounts}
         limiters = {
-            a.id: TokenBucket(a.rate_limit_per_minute, per=60.0) for a in accounts if a.rate_limit_per_minute > 0
+            a.id: TokenBucket.for_budget(a.rate_limit_per_minute, per=60.0)
+            for a in accounts
+            if a.rate_limit_per_minute > 0
         }
         pipeline = Pipeline(
             lambda account_id: factories[account_id][0](factories[account_id][1]), concurrency, limiters
@@ -465,7 +467,17 @@ class FiscalDocument(models.Model):
             account_id=account.id,
             kind=self.document_type,
             data=data,
-            date=(data.date if data else self.invoice_date),
+            # Exists remotely (not mapped again): the date it was created with, by the mapping's rule.
+            # Never False: a batch mixing False and dates crashed sorting them in the pipeline's
+            # finalize stage, every run, and the queue stopped (fault suite, after a 401 mid-batch).
+            date=data.date
+            if data
+            else (
+                self.invoice_date
+                or self.move_id.invoice_date
+                or (self.sale_order_id.date_order and self.sale_order_id.date_order.date())
+                or None
+            ),
             mode=self.mode,
             remote_id=self.remote_id or None,
             remote_state=self.remote_state or None,
@@ -492,6 +504,12 @@ class FiscalDocument(models.Model):
         if job.remote is not None:
             self._store_remote(job.remote)
             self._commit()
+        if job.error is not None and job.failed_stage == "follow-ups":
+            # The document is final and some follow-ups may have succeeded: facts, recorded before
+            # the error (the one-by-one path commits each step). Otherwise a PDF error left a final
+            # document "sending", then "failed" after max attempts (fault suite).
+            self._apply_done(job)
+            self._commit()
         if job.error is not None:
             error = job.error
             if getattr(error, "kind", None) == "totals" and self.remote_state == "draft":
@@ -512,6 +530,14 @@ class FiscalDocument(models.Model):
                         + timedelta(seconds=max(self.account_id.poll_interval, 1))})  # fmt: skip
             self._trigger_processing(self.next_attempt)
             return
+        if self.remote_state == "rejected" and self.state in ("to_send", "sending"):
+            # As _finalize_remote: the provider looked at it and said no; the data needs a fix (left
+            # "sending", the next run would send it again, unchanged).
+            label = get_provider_class(self.account_id.provider).label
+            reason = self.remote_message or "-"
+            message = self.env._("%(provider)s rejected the document: %(reason)s", provider=label, reason=reason)
+            self._on_validation_error(message, "rejected", "issue", trace)
+            return
         if self.mode == "draft":
             if self.state != "draft":
                 self.write({"state": "draft"})
@@ -520,7 +546,14 @@ class FiscalDocument(models.Model):
                         "Draft fiscal document created at %s (not final: finalize it there).", self.account_id.name
                     )
                 )
-        elif self.state in ("to_send", "sending") and self.remote_state in ("final", "settled"):
+        else:
+            self._apply_done(job)
+        self._log_attempt("issue", "ok", client=trace)
+        self.write({"next_attempt": fields.Datetime.now(), "last_error": False, "error_kind": False})
+
+    def _apply_done(self, job):
+        """Final at the provider: issued in Odoo, then the follow-ups the pipeline completed."""
+        if self.state in ("to_send", "sending") and self.remote_state in ("final", "settled"):
             self.write({"state": "issued", "pdf_state": "pending" if job.want_pdf else "none",
                         "email_state": "pending" if job.email else "none"})  # fmt: skip
             self._post_on_sources(
@@ -539,8 +572,6 @@ class FiscalDocument(models.Model):
         if job.settled:
             self.write({"settle_state": "done"})
             self._post_on_sources(self.env._("Fiscal document %s marked as paid at the provider.", self.number))
-        self._log_attempt("issue", "ok", client=trace)
-        self.write({"next_attempt": fields.Datetime.now(), "last_error": False, "error_kind": False})
 
     def _redact(self, text):
         return Redactor(self.account_id._secrets())(text)

@@ -195,6 +195,19 @@ def communication_key(access_key, xml_text):
     return hashlib.md5((str(access_key) + linearize(xml_text)).encode("utf-8")).hexdigest()
 
 
+def _non_ascii_message(document):
+    """Where the document carries text InvoiCy cannot take (plain ASCII only)."""
+    try:
+        element = next(e for e in etree.fromstring(document.encode("utf-8")).iter() if not (e.text or "").isascii())
+        where, text = etree.QName(element).localname, element.text
+    except (etree.XMLSyntaxError, StopIteration, ValueError):
+        where, text = "the document", document
+    return (
+        "InvoiCy accepts plain ASCII text only (accented or non-Latin characters break its communication key, "
+        f"code 173): {where} “{text[:80]}”. Fix it (e.g. the customer's e-mail address), then retry."
+    )
+
+
 def mask_envelope(text):
     """``<EmpPK>``/``<EmpCK>`` contents masked, whatever the namespace prefix."""
     return _ENVELOPE_SECRET_RE.sub(r"\1" + Redactor.MASK, text) if text else text
@@ -521,6 +534,11 @@ class InvoicyProvider(FiscalProvider):
         self._check_account()
         document = linearize(document)
         parameters = linearize(parameters) if parameters else ""
+        if self.ascii_only and not document.isascii():
+            # The service answers 173 "invalid communication key" to any accented character [C]:
+            # that reads as refused credentials and paused the whole account for one customer's
+            # e-mail (fault suite). Refuse this document instead, saying what to fix.
+            raise ValidationError(_non_ascii_message(document))
         key = communication_key(self.config.credentials["access_key"], document)
         self._remember_key(key)
         request = {
@@ -648,6 +666,11 @@ class InvoicyProvider(FiscalProvider):
             )
         self._check_reference(doc.reference)
         brazil.check_nfse(doc)
+        if doc.partner and doc.partner.name and not self._clean(doc.partner.name).strip():
+            raise ValidationError(
+                f"InvoiCy accepts plain ASCII text only: the customer's name “{doc.partner.name}” has no Latin "
+                "letter left once accents are removed. Give the contact a name in the Latin alphabet, then retry."
+            )
         if not doc.lines:
             raise ValidationError("Cannot issue the NFS-e: it has no lines.")
         self._check_account()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from .base import AuthenticationError, ProviderError, TotalsMismatchError
+from .base import AuthenticationError, NotReadyError, ProviderError, TotalsMismatchError
 
 
 class TokenBucket:
@@ -41,6 +41,16 @@ class TokenBucket:
         self.waited = 0.0
         self.acquired = 0
 
+    @classmethod
+    def for_budget(cls, calls, per=60.0, margin=0.02, **kwargs):
+        """A bucket that stays within "``calls`` per ``per`` seconds" however the provider counts
+        them (a sliding window too), and still uses (1 - ``margin``) of it: no burst, and it starts
+        empty (the previous batch may have spent the window's budget just before). A burst of
+        rate/10 on top of the full rate would put 110 calls in some minute of a 100/minute budget."""
+        bucket = cls(calls * (1 - margin), per=per, burst=1, **kwargs)
+        bucket.tokens = 0.0
+        return bucket
+
     def _refill(self):
         now = self.clock()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate / self.per)
@@ -50,7 +60,8 @@ class TokenBucket:
         while True:
             with self.lock:
                 self._refill()
-                if self.tokens >= 1:
+                # (Float rounding leaves 0.999...: a wait of 1e-16 s would never move a clock.)
+                if self.tokens >= 1 - 1e-9:
                     self.tokens -= 1
                     self.acquired += 1
                     return
@@ -114,6 +125,11 @@ class Pipeline:
         self.local = threading.local()
         self.shared = defaultdict(dict)  # account_id -> cache shared by its clients (remote client ids)
         self.refused = {}  # account_id -> the AuthenticationError that stopped its jobs
+        # An account's first contact is made by one job alone: a refused key costs one call.
+        self.contact = threading.Condition()
+        self.contacted = {}  # account_id -> "talking" (one job is on it) | "done" (it answered)
+        self.pool = None  # one thread pool for every stage: threads keep their clients and connections
+        self.pdf_polls = {}  # account_id -> (polls, seconds between polls) of a PDF still being rendered
 
     # -- clients: one per thread and account, each with its own pooled session ----------
     def _client(self, account_id):
@@ -133,42 +149,82 @@ class Pipeline:
                 client.observe_rate = limiter.observe
             if hasattr(client, "client_ids"):
                 client.client_ids = self.shared[account_id].setdefault("client_ids", {})
+            if hasattr(client, "pdf_max_polls"):
+                # A PDF still being rendered is asked again by run(), in rounds: no thread sleeps
+                # between two polls of one document while the others wait behind it.
+                self.pdf_polls[account_id] = (max(1, client.pdf_max_polls), client.pdf_poll_interval)
+                client.pdf_max_polls = 1
             clients[account_id] = client
         return client
+
+    def _first_contact(self, account_id):
+        """True for the job that talks to this account first (the others wait until it has an
+        answer: if the key is refused, they are not even tried)."""
+        with self.contact:
+            while True:
+                state = self.contacted.get(account_id)
+                if state is None:
+                    self.contacted[account_id] = "talking"
+                    return True
+                if state == "done":
+                    return False
+                self.contact.wait()
+
+    def _end_contact(self, account_id, answered):
+        with self.contact:
+            # No call made (nothing to do, or a local error): the next job makes the first contact.
+            self.contacted[account_id] = "done" if answered else None
+            self.contact.notify_all()
 
     def _run(self, jobs, step, name):
         def guarded(job):
             if job.error is not None or job.waiting:
                 return
-            if job.account_id in self.refused:
-                # Credentials refused: the account's other documents are not even tried.
-                job.error, job.failed_stage = self.refused[job.account_id], name
-                return
-            client = self._client(job.account_id)
-            calls = client.calls
+            first, answered = self._first_contact(job.account_id), False
             try:
-                step(client, job)
-            except AuthenticationError as e:
-                self.refused.setdefault(job.account_id, e)
-                job.error, job.failed_stage = e, name
-            except ProviderError as e:
-                job.error, job.failed_stage = e, name
-            except Exception as e:  # noqa: BLE001 - reported on the document, never lost
-                job.error, job.failed_stage = e, name
+                if job.account_id in self.refused:
+                    # Credentials refused: the account's other documents are not even tried.
+                    job.error, job.failed_stage = self.refused[job.account_id], name
+                    answered = True
+                    return
+                client = self._client(job.account_id)
+                calls = client.calls
+                try:
+                    step(client, job)
+                except AuthenticationError as e:
+                    self.refused.setdefault(job.account_id, e)
+                    job.error, job.failed_stage = e, name
+                except ProviderError as e:
+                    job.error, job.failed_stage = e, name
+                except Exception as e:  # noqa: BLE001 - reported on the document, never lost
+                    job.error, job.failed_stage = e, name
+                finally:
+                    job.calls += client.calls - calls
+                    job.trace.extend(client.take_trace())
+                    answered = client.calls > calls or job.account_id in self.refused
             finally:
-                job.calls += client.calls - calls
-                job.trace.extend(client.take_trace())
+                if first:
+                    self._end_contact(job.account_id, answered)
 
         if not jobs:
             return
-        if self.concurrency == 1 or len(jobs) == 1:
+        if self.pool is None or len(jobs) == 1:
             for job in jobs:
                 guarded(job)
             return
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs))) as pool:
-            list(pool.map(guarded, jobs))
+        list(self.pool.map(guarded, jobs))
 
     def run(self, jobs):
+        if self.concurrency > 1 and len(jobs) > 1:
+            self.pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs)))
+        try:
+            return self._stages(jobs)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+                self.pool = None
+
+    def _stages(self, jobs):
         final_on_create = [j for j in jobs if "draft" not in self._client(j.account_id).capabilities]
         drafts_first = [j for j in jobs if j not in final_on_create]
         # Stage 0: what documents refer to (the customer) is made to exist once per account and
@@ -187,8 +243,23 @@ class Pipeline:
             by_date[job.date].append(job)
         for day in sorted(by_date, key=lambda d: (d is None, d)):
             self._run(by_date[day], self._finalize, "finalize")
-        # Stage 3: follow-ups in parallel.
+        # Stage 3: follow-ups in parallel; PDFs not rendered yet (InvoiceXpress: 202) are asked
+        # again, all of them after one pause, as many times as the client would have polled.
         self._run(jobs, self._follow_ups, "follow-ups")
+        for poll in range(1, max((polls for polls, _pause in self.pdf_polls.values()), default=1)):
+            later = [
+                j
+                for j in jobs
+                if isinstance(j.error, NotReadyError)
+                and j.failed_stage == "follow-ups"
+                and poll < self.pdf_polls.get(j.account_id, (1, 0))[0]
+            ]
+            if not later:
+                break
+            time.sleep(max(self.pdf_polls[j.account_id][1] for j in later))
+            for j in later:
+                j.error = j.failed_stage = None
+            self._run(later, self._follow_ups, "follow-ups")
         return jobs
 
     # -- steps (provider calls only) ---------------------------------------------

@@ -1,5 +1,7 @@
 from . import (
+    test_fault_suite,
     test_fiscal_corpus,
+    test_hostile_input,
     test_lifecycle,
     test_nfse,
     test_outbox,
