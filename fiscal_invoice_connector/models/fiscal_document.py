@@ -191,7 +191,6 @@ class FiscalDocument(models.Model):
         docs = super().create(vals_list)
         # Unique per database and identical on every retry, forever (one query for a batch).
         uuid = self.env["ir.config_parameter"].sudo().get_param("database.uuid", "")[:8]
-        self.env.flush_all()
         self.env.execute_query(
             SQL(
                 "UPDATE fiscal_document SET reference = %s || id WHERE id IN %s AND reference IS NULL",
@@ -253,14 +252,16 @@ class FiscalDocument(models.Model):
             "next_attempt": fields.Datetime.now(),
         }
         vals.update(extra)
+        # In the user's transaction: the cheapest insert (no creation message, follower or tracking).
+        Doc = self.sudo().with_context(mail_create_nolog=True, mail_create_nosubscribe=True, tracking_disable=True)
         try:
             with self.env.cr.savepoint():
-                doc = self.sudo().create(vals)
+                doc = Doc.create(vals)
         except psycopg2.errors.UniqueViolation:
             # A concurrent transaction enqueued the same source (unique index): keep theirs.
             return self.sudo().search(source_domain, limit=1)
         doc._invalidate_sources()
-        doc._post_on_sources(self.env._("Fiscal document queued at %s.", account.name))
+        doc._post_on_sources(self.env._("Fiscal document queued at %s.", account.name), on_document=False)
         self._trigger_processing()
         return doc
 
@@ -957,9 +958,10 @@ class FiscalDocument(models.Model):
         )
 
     # ------------------------------------------------------------------ chatter
-    def _post_on_sources(self, body, error=False):
+    def _post_on_sources(self, body, error=False, on_document=True):
         for doc in self:
-            doc.message_post(body=body)
+            if on_document:
+                doc.message_post(body=body)
             for record in (doc.sale_order_id, doc.move_id):
                 if record:
                     record.sudo().message_post(body=body, subtype_xmlid="mail.mt_note")
