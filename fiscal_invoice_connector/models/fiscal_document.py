@@ -440,8 +440,12 @@ class FiscalDocument(models.Model):
             for a in accounts
             if a.rate_limit_per_minute > 0
         }
+        by_id = {doc.id: doc for doc in planned}
         pipeline = Pipeline(
-            lambda account_id: factories[account_id][0](factories[account_id][1]), concurrency, limiters
+            lambda account_id: factories[account_id][0](factories[account_id][1]),
+            concurrency,
+            limiters,
+            checkpoint=lambda job: by_id[job.doc_id]._checkpoint_job(job),
         )
         pipeline.run(jobs)  # no ORM, no cursor in there
         for doc, job in zip(planned, jobs, strict=True):
@@ -494,6 +498,21 @@ class FiscalDocument(models.Model):
         if not self.remote_id:
             self.write({"state": "sending", "create_sent": True})
         return job
+
+    def _checkpoint_job(self, job):
+        """What the provider did for one job, recorded as soon as it is done (main thread): the
+        remote id and state (no second create, no second finalize) and a sent email (never twice).
+        The full result is written by _apply_job afterwards."""
+        vals = {}
+        remote = job.remote
+        if remote is not None and (remote.remote_id != self.remote_id or remote.state != self.remote_state):
+            self._store_remote(remote)
+        if job.emailed and self.email_state != "sent":
+            vals["email_state"] = "sent"
+        if vals:
+            self.write(vals)
+        if remote is not None or vals:
+            self.env.cr.commit()  # pylint: disable=invalid-commit
 
     def _apply_job(self, job):
         """Write what the provider said for one document, as the one-by-one path would."""

@@ -118,13 +118,16 @@ class Job:
 class Pipeline:
     """Runs planned jobs through the three stages with ``concurrency`` threads."""
 
-    def __init__(self, make_client, concurrency=8, limiters=None):
+    def __init__(self, make_client, concurrency=8, limiters=None, checkpoint=None):
         self.make_client = make_client  # account_id -> a new provider client (config only)
         self.concurrency = max(1, int(concurrency))
         self.limiters = limiters or {}  # account_id -> TokenBucket
         self.local = threading.local()
         self.shared = defaultdict(dict)  # account_id -> cache shared by its clients (remote client ids)
         self.refused = {}  # account_id -> the AuthenticationError that stopped its jobs
+        # Called in the caller's thread as each job ends a stage, so that what the provider did
+        # is recorded at once: a crash mid-batch then only redoes the calls that were in flight.
+        self.checkpoint = checkpoint
         # An account's first contact is made by one job alone: a refused key costs one call.
         self.contact = threading.Condition()
         self.contacted = {}  # account_id -> "talking" (one job is on it) | "done" (it answered)
@@ -211,8 +214,15 @@ class Pipeline:
         if self.pool is None or len(jobs) == 1:
             for job in jobs:
                 guarded(job)
+                self._checkpoint(job)
             return
-        list(self.pool.map(guarded, jobs))
+        # map() yields in order as the jobs end: the checkpoints run here, never in a thread.
+        for job, _done in zip(jobs, self.pool.map(guarded, jobs), strict=True):
+            self._checkpoint(job)
+
+    def _checkpoint(self, job):
+        if self.checkpoint is not None:
+            self.checkpoint(job)
 
     def run(self, jobs):
         if self.concurrency > 1 and len(jobs) > 1:
@@ -260,6 +270,8 @@ class Pipeline:
             for j in later:
                 j.error = j.failed_stage = None
             self._run(later, self._follow_ups, "follow-ups")
+        # Emails last, one checkpoint each: an email is the one step nobody can take back.
+        self._run([j for j in jobs if j.email and not j.emailed], self._email, "email")
         return jobs
 
     # -- steps (provider calls only) ---------------------------------------------
@@ -306,6 +318,13 @@ class Pipeline:
         if job.want_pdf and job.pdf is None:
             job.xml = client.fetch_xml(job.kind, job.remote_id) if job.want_xml else None
             job.pdf = client.fetch_pdf(job.kind, job.remote_id)
+        if job.settle and not job.settled:
+            client.settle(job.kind, job.remote_id)
+            job.settled = True
+
+    def _email(self, client, job):
+        if job.mode == "draft" or job.remote_state not in ("final", "settled"):
+            return
         if job.email and not job.emailed:
             address, subject, body = job.email
             number = (job.remote.number if job.remote is not None else None) or job.number or ""
@@ -313,6 +332,3 @@ class Pipeline:
                 job.kind, job.remote_id, address, subject.replace("{number}", number), body.replace("{number}", number)
             )
             job.emailed = True
-        if job.settle and not job.settled:
-            client.settle(job.kind, job.remote_id)
-            job.settled = True
