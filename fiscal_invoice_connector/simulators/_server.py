@@ -33,6 +33,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote_plus
@@ -603,3 +604,18 @@ def saft_chain_hash(previous, doc_date, number, total):
 def saft_printed_hash(full_hash):
     """The 4 characters printed on the document: positions 1, 11, 21 and 31 of the signature."""
     return "".join(full_hash[i] for i in (0, 10, 20, 30))
+
+
+def json_decimal(value):
+    """A number from JSON (int, float or numeric string, as the services accept), else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float, Decimal)):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None

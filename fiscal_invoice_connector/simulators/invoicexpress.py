@@ -29,13 +29,14 @@ import re
 import sys
 from datetime import date as date_cls
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
 from ._server import (
     Reply,
     SimResponse,
     SimulatorServer,
     build_pdf,
+    json_decimal,
     positive_int,
     saft_chain_hash,
     saft_printed_hash,
@@ -83,21 +84,6 @@ MSG_NOT_FOUND = "Not found"
 
 def _money(value):
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-def _decimal(value):
-    """A number from JSON (int, float or numeric string, as the real API accepts), else None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float, Decimal)):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        number = Decimal(value.strip())
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
 
 
 def _parse_date(value):
@@ -286,9 +272,9 @@ class InvoiceXpressSimulator(SimulatorServer):
             if not isinstance(item, dict):
                 errors.append("Item is invalid")
                 continue
-            quantity = _decimal(item.get("quantity"))
-            unit_price = _decimal(item.get("unit_price"))
-            discount = _decimal(item.get("discount")) if item.get("discount") not in (None, "") else Decimal(0)
+            quantity = json_decimal(item.get("quantity"))
+            unit_price = json_decimal(item.get("unit_price"))
+            discount = json_decimal(item.get("discount")) if item.get("discount") not in (None, "") else Decimal(0)
             if not _text(item.get("name")):
                 errors.append("Item name can't be blank")
             if quantity is None or quantity <= 0:
@@ -324,7 +310,7 @@ class InvoiceXpressSimulator(SimulatorServer):
         global_kind = "percentage"
         if isinstance(global_discount, dict) and global_discount.get("value") not in (None, ""):
             global_kind = global_discount.get("value_type") or "percentage"
-            global_value = _decimal(global_discount.get("value"))
+            global_value = json_decimal(global_discount.get("value"))
             if global_kind not in ("percentage", "amount") or global_value is None or global_value < 0:
                 errors.append("Global discount is invalid")
 
@@ -596,7 +582,7 @@ class InvoiceXpressSimulator(SimulatorServer):
             raise self._errors(422, "Invoice has been settled so can't be changed anymore")
         if doc["status"] != "final" or doc["_type"] == "credit_notes":
             raise self._errors(422, MSG_INVALID_STATE)
-        amount = _decimal(data.get("amount"))
+        amount = json_decimal(data.get("amount"))
         remaining = Decimal(str(doc["total"])) - doc["_paid"]
         errors = []
         if amount is None or amount <= 0:
@@ -723,7 +709,7 @@ class InvoiceXpressSimulator(SimulatorServer):
         name = _text(data.get("name"))
         if not name:
             raise self._errors(422, "Name can't be blank")
-        unit_price = _decimal(data.get("unit_price", 0))
+        unit_price = json_decimal(data.get("unit_price", 0))
         if unit_price is None:
             raise self._errors(422, "Unit price is not a number")
         tax = self._tax((data.get("tax") or {}).get("name"))

@@ -48,13 +48,14 @@ import sys
 import time
 from datetime import date as date_cls
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
 from ._server import (
     Reply,
     SimResponse,
     SimulatorServer,
     build_pdf,
+    json_decimal,
     positive_int,
     saft_chain_hash,
     saft_printed_hash,
@@ -117,25 +118,6 @@ def _fmt(value):
 def _plain(value):
     text = format(Decimal(value).normalize(), "f")
     return "0" if text in ("-0", "") else text
-
-
-def _text_value(value):
-    return str(value).strip() if value is not None else ""
-
-
-def _decimal(value):
-    """A number from JSON (int, float or numeric string), else None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float, Decimal)):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        number = Decimal(value.strip())
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
 
 
 def _text(value):
@@ -353,7 +335,7 @@ class VendusSimulator(SimulatorServer):
         return SimResponse.json(200, [dict(p) for p in products])
 
     def _product_values(self, data, errors):
-        if not _text_value(data.get("title")):
+        if not _text(data.get("title")):
             errors.append("O campo title é obrigatório")
         if data.get("tax_id") not in (None, *TAXES):
             errors.append("tax_id inválido")
@@ -472,10 +454,10 @@ class VendusSimulator(SimulatorServer):
                 errors.append(f"Item {row}: inválido")
                 continue
             title = _text(item.get("title"))
-            qty = _decimal(item.get("qty"))
-            gross = _decimal(item.get("gross_price"))
+            qty = json_decimal(item.get("qty"))
+            gross = json_decimal(item.get("gross_price"))
             raw_discount = item.get(self.discount_field)
-            discount = Decimal(0) if raw_discount in (None, "") else _decimal(raw_discount)
+            discount = Decimal(0) if raw_discount in (None, "") else json_decimal(raw_discount)
             tax_id = _text(item.get("tax_id")).upper() or DEFAULT_TAX_ID
             if not title:
                 errors.append(f"Item {row}: o título (title) é obrigatório")
@@ -511,7 +493,7 @@ class VendusSimulator(SimulatorServer):
         for payment in payments:
             payment = payment if isinstance(payment, dict) else {}
             method = self.payment_methods.get(_text(payment.get("id")))
-            amount = _decimal(payment.get("amount"))
+            amount = json_decimal(payment.get("amount"))
             if method is None:
                 errors.append(f"Método de pagamento inexistente: {payment.get('id')}")
             if amount is None or amount <= 0:
@@ -560,7 +542,7 @@ class VendusSimulator(SimulatorServer):
             ref = item.get("reference_document") if isinstance(item.get("reference_document"), dict) else {}
             number = _text(ref.get("document_number"))
             row = positive_int(ref.get("document_row"), None)
-            qty = _decimal(item.get("qty"))
+            qty = json_decimal(item.get("qty"))
             if not number or row is None:
                 errors.append(f"Item {index}: indique o documento de origem (document_number e document_row)")
                 continue
