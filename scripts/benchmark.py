@@ -326,11 +326,11 @@ class Bench:
     def simulator(self, provider, **kwargs):
         """A simulator whose request log also keeps the arrival time of each request."""
         if provider == "invoicexpress":
-            from odoo.addons.fiscal_invoice_connector.simulators.invoicexpress import InvoiceXpressSimulator as cls
+            from fiscal_simulators.invoicexpress import InvoiceXpressSimulator as cls
         elif provider == "vendus":
-            from odoo.addons.fiscal_invoice_connector.simulators.vendus import VendusSimulator as cls
+            from fiscal_simulators.vendus import VendusSimulator as cls
         else:
-            from odoo.addons.fiscal_invoice_connector.simulators.enotas import EnotasSimulator as cls
+            from fiscal_simulators.enotas import EnotasSimulator as cls
 
         class Timed(cls):
             def _log(self, entry):

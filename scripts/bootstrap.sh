@@ -107,6 +107,13 @@ if [ ! -f "$VENV/.complete" ]; then
 fi
 export PY="$VENV/bin/python"
 export PATH="$VENV/bin:$PATH"
+# The provider simulators (tests, demo, benchmark; never part of the addon): installed editable from
+# this checkout, again whenever the virtualenv points at another one (a second clone, CI).
+sim_dir=$("$PY" -c 'import fiscal_simulators, os; print(os.path.dirname(os.path.dirname(os.path.realpath(fiscal_simulators.__file__))))' 2>/dev/null || true)
+if [ "$sim_dir" != "$REPO_DIR/simulators" ]; then
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e "$REPO_DIR/simulators" >&2 \
+        || die "pip install -e simulators failed (see above)"
+fi
 export PYTHONPATH="$ODOO_SRC${PYTHONPATH:+:$PYTHONPATH}"
 
 # The Odoo launcher: Debian's /usr/bin/odoo, or odoo-bin of a source tree.

@@ -47,13 +47,13 @@ enotas_hook=$(psql -X -Atq -d "$DB" -c "SELECT id || '/' || webhook_secret FROM 
 
 say "starting the simulators: InvoiceXpress :$SIM_PORT, eNotas :$ENOTAS_PORT, Vendus :$VENDUS_PORT, InvoiCy :$INVOICY_PORT..."
 pids=()
-start_sim() { (cd fiscal_invoice_connector && exec "$PY" -m "$@") & pids+=($!); }
+start_sim() { "$PY" -m "$@" & pids+=($!); }
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-start_sim simulators.invoicexpress --port "$SIM_PORT" --api-key demo-key
-start_sim simulators.enotas --port "$ENOTAS_PORT" --api-key demo-key --company-id 3f1c9a52-6d0e-4b8a-9c51-2a7e0d4b8f16 \
+start_sim fiscal_simulators.invoicexpress --port "$SIM_PORT" --api-key demo-key
+start_sim fiscal_simulators.enotas --port "$ENOTAS_PORT" --api-key demo-key --company-id 3f1c9a52-6d0e-4b8a-9c51-2a7e0d4b8f16 \
     --authorization-delay 4 ${enotas_hook:+--webhook-url "http://127.0.0.1:$HTTP_PORT/fiscal_invoice_connector/webhook/$enotas_hook"}
-start_sim simulators.vendus --port "$VENDUS_PORT" --api-key demo-key --register-id 1 --rate-limit 0
-start_sim simulators.invoicy --port "$INVOICY_PORT" --partner-key demo-partner-key --access-key demo-access-key \
+start_sim fiscal_simulators.vendus --port "$VENDUS_PORT" --api-key demo-key --register-id 1 --rate-limit 0
+start_sim fiscal_simulators.invoicy --port "$INVOICY_PORT" --partner-key demo-partner-key --access-key demo-access-key \
     --company-code 11222333000181 --authorization-delay 4
 for port in "$SIM_PORT" "$ENOTAS_PORT" "$VENDUS_PORT" "$INVOICY_PORT"; do
     for _ in $(seq 1 50); do port_busy "$port" && break; sleep 0.1; done

@@ -38,11 +38,9 @@ if "ODOO_BIN" not in os.environ:
     command = f'. "{REPO}/scripts/bootstrap.sh" >/dev/null 2>&1 && exec "$PY" "{Path(__file__).resolve()}" "$@"'
     os.execvp("bash", ["bash", "-c", command, "fault_suite", *sys.argv[1:]])
 
-sys.path.insert(0, str(ADDON))  # the simulators are plain Python (no Odoo import)
-
 import psycopg2  # noqa: E402 - after the environment check above
-from simulators.enotas import EnotasSimulator  # noqa: E402
-from simulators.invoicexpress import InvoiceXpressSimulator  # noqa: E402
+from fiscal_simulators.enotas import EnotasSimulator  # noqa: E402
+from fiscal_simulators.invoicexpress import InvoiceXpressSimulator  # noqa: E402
 
 PY = os.environ["PY"]
 ODOO_BIN = os.environ["ODOO_BIN"]

@@ -13,7 +13,7 @@ ADDON_DIR = Path(__file__).resolve().parent.parent / "fiscal_invoice_connector"
 if str(ADDON_DIR) not in sys.path:
     sys.path.insert(0, str(ADDON_DIR))
 
-from simulators.invoicexpress import InvoiceXpressSimulator  # noqa: E402 - needs the path above
+from fiscal_simulators.invoicexpress import InvoiceXpressSimulator  # noqa: E402 - needs the path above
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
+from fiscal_simulators.enotas import EnotasSimulator
+
 from providers.base import (
     AuthenticationError,
     FiscalDocumentData,
@@ -30,7 +32,6 @@ from providers.base import (
     ValidationError,
 )
 from providers.enotas import DuplicateReferenceError, EnotasProvider, parse_nfse_xml
-from simulators.enotas import EnotasSimulator
 
 KEY = "enotas-Secret-Key-4b7d1e"  # distinctive, so that any leak is found by a plain substring search
 COMPANY = "0b6f5c8e-2a41-4d7e-9a3b-5c2e8f1d7a90"

@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from conftest import ADDON_DIR
+from fiscal_simulators.enotas import DEMO_COMPANY_ID, EnotasSimulator
+
 from providers.enotas import parse_nfse_xml
-from simulators.enotas import DEMO_COMPANY_ID, EnotasSimulator
 
 KEY = "demo-key"
 COMPANY = "5a0c3e9b-7f21-4d88-a6b4-1e2f3c4d5e6f"
@@ -573,9 +573,9 @@ def test_reset_clears_notes_and_numbering(sim):
 def test_cli_serves_until_sigterm_without_printing_the_key():
     secret = "cli-secret-enotas-key"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "simulators.enotas", "--port", "0", "--api-key", secret,
+    command = [sys.executable, "-m", "fiscal_simulators.enotas", "--port", "0", "--api-key", secret,
                "--company-id", COMPANY, "--authorization-delay", "0"]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=ADDON_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         selector = selectors.DefaultSelector()
         selector.register(proc.stdout, selectors.EVENT_READ)

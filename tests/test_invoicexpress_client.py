@@ -12,6 +12,8 @@ from decimal import Decimal
 
 import pytest
 import requests
+from fiscal_simulators.invoicexpress import InvoiceXpressSimulator
+
 from providers.base import (
     AuthenticationError,
     FiscalDocumentData,
@@ -28,7 +30,6 @@ from providers.base import (
     ValidationError,
 )
 from providers.invoicexpress import InvoiceXpressProvider
-from simulators.invoicexpress import InvoiceXpressSimulator
 
 KEY = "ix-Secret-Key-7f3a9c"  # distinctive, so that any leak is found by a plain substring search
 

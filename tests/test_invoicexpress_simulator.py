@@ -9,9 +9,8 @@ import time
 
 import pytest
 import requests
-from conftest import ADDON_DIR
-from simulators._server import build_pdf
-from simulators.invoicexpress import InvoiceXpressSimulator
+from fiscal_simulators._server import build_pdf
+from fiscal_simulators.invoicexpress import InvoiceXpressSimulator
 
 KEY = "demo-key"
 
@@ -600,8 +599,8 @@ def test_cli_serves_until_sigterm_without_printing_the_key():
     secret = "cli-secret-key"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators.invoicexpress", "--port", "0", "--api-key", secret, "--rate-limit", "0"],
-        cwd=ADDON_DIR,
+        [sys.executable, "-m", "fiscal_simulators.invoicexpress", "--port", "0", "--api-key", secret]
+        + ["--rate-limit", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,

@@ -12,10 +12,12 @@ import time
 from datetime import date
 from decimal import Decimal
 
+import fiscal_simulators.invoicy as sim_module
 import pytest
 import requests
-import simulators.invoicy as sim_module
+from fiscal_simulators.invoicy import InvoicySimulator
 from lxml import etree
+
 from providers import invoicy
 from providers.base import (
     AuthenticationError,
@@ -39,7 +41,6 @@ from providers.invoicy import (
     communication_key,
     linearize,
 )
-from simulators.invoicy import InvoicySimulator
 
 # Distinctive values, so that any leak is found by a plain substring search.
 PARTNER_KEY = "PK-Parceiro-q7Zx3Lm9Wv2Tn8Rb=="

@@ -21,10 +21,10 @@ import pytest
 import requests
 import xmltodict
 import zeep
-from conftest import ADDON_DIR
+from fiscal_simulators.invoicy import WSDL_FILE, InvoicySimulator
 from lxml import etree
+
 from providers.invoicy import InvoicyProvider
-from simulators.invoicy import InvoicySimulator
 
 PK = "PK-sim-Parceiro+abc=="
 AK = "AK-sim-acesso-0123456789abcdef"
@@ -185,7 +185,7 @@ def test_a_generic_soap_client_can_use_the_served_wsdl(sim):
 
 
 def test_the_shipped_wsdl_describes_the_documented_contract():
-    wsdl = zeep.wsdl.Document(str(ADDON_DIR / "providers" / "wsdl" / "invoicy_recepcao.wsdl"), zeep.Transport())
+    wsdl = zeep.wsdl.Document(str(WSDL_FILE), zeep.Transport())
     binding = wsdl.bindings["{InvoiCy}recepcaoSoapBinding"]
     operation = binding.get("Execute")
     assert operation.soapaction == "InvoiCyaction/ARECEPCAO.Execute" and operation.style == "document"
@@ -471,10 +471,9 @@ def test_status_changes_are_pushed_to_the_webhook_with_the_token():
 
 def test_cli_serves_until_sigterm_without_printing_the_keys():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "simulators.invoicy", "--port", "0", "--partner-key", PK, "--access-key", AK]
-    proc = subprocess.Popen(
-        [*command, "--company-code", CNPJ], cwd=ADDON_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
+    command = [sys.executable, "-m", "fiscal_simulators.invoicy", "--port", "0", "--partner-key", PK]
+    command += ["--access-key", AK]
+    proc = subprocess.Popen([*command, "--company-code", CNPJ], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         selector = selectors.DefaultSelector()
         selector.register(proc.stdout, selectors.EVENT_READ)

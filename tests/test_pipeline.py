@@ -16,6 +16,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from fiscal_simulators.invoicexpress import InvoiceXpressSimulator
+from fiscal_simulators.vendus import VendusSimulator
+
 from providers.base import (
     AuthenticationError,
     FiscalDocumentData,
@@ -28,8 +31,6 @@ from providers.base import (
 from providers.invoicexpress import InvoiceXpressProvider
 from providers.pipeline import Job, Pipeline, TokenBucket
 from providers.vendus import VendusProvider
-from simulators.invoicexpress import InvoiceXpressSimulator
-from simulators.vendus import VendusSimulator
 
 KEY = "pl-Secret-Key-31c8e0"
 NIF = "509442013"  # a valid Portuguese NIF (check digit)

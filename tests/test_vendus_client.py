@@ -13,6 +13,8 @@ from decimal import Decimal
 
 import pytest
 import requests
+from fiscal_simulators.vendus import VendusSimulator
+
 from providers.base import (
     AuthenticationError,
     FiscalDocumentData,
@@ -28,7 +30,6 @@ from providers.base import (
     ValidationError,
 )
 from providers.vendus import VendusProvider
-from simulators.vendus import VendusSimulator
 
 KEY = "vd-Secret-Key-4b7e1d"  # distinctive, so that any leak is found by a plain substring search
 BASIC = base64.b64encode(f"{KEY}:".encode()).decode()  # what travels in the Authorization header

@@ -11,8 +11,7 @@ import time
 
 import pytest
 import requests
-from conftest import ADDON_DIR
-from simulators.vendus import VendusSimulator, valid_nif
+from fiscal_simulators.vendus import VendusSimulator, valid_nif
 
 KEY = "demo-key"
 NIF = "509442013"
@@ -553,8 +552,7 @@ def test_cli_serves_until_sigterm_without_printing_the_key():
     secret = "cli-secret-key"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators.vendus", "--port", "0", "--api-key", secret, "--register-id", "3"],
-        cwd=ADDON_DIR,
+        [sys.executable, "-m", "fiscal_simulators.vendus", "--port", "0", "--api-key", secret, "--register-id", "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,

@@ -1,12 +1,12 @@
+from fiscal_simulators.enotas import EnotasSimulator
+from fiscal_simulators.invoicexpress import InvoiceXpressSimulator
+from fiscal_simulators.invoicy import InvoicySimulator
+from fiscal_simulators.vendus import VendusSimulator
+
 from odoo import Command
 from odoo.tests import HttpCase, tagged
 
 from odoo.addons.sale.tests.common import TestSaleCommon
-
-from ..simulators.enotas import EnotasSimulator
-from ..simulators.invoicexpress import InvoiceXpressSimulator
-from ..simulators.invoicy import InvoicySimulator
-from ..simulators.vendus import VendusSimulator
 
 API_KEY = "ix-test-key-4f9c2a7d1e"
 ENOTAS_COMPANY = "5b0c7d1e-2f3a-4b5c-8d9e-0f1a2b3c4d5e"

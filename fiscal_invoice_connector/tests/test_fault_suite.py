@@ -735,7 +735,7 @@ class TestFaultSuiteInvoicy(FaultStormCases, FiscalTestCommon):
         return len(self.sim.requests) - self.revoked_at
 
     def fault_name(self, fault):
-        from ..simulators.invoicy import NAMED_SOAP_FAULTS
+        from fiscal_simulators.invoicy import NAMED_SOAP_FAULTS
 
         return {status: name for name, status in NAMED_SOAP_FAULTS.items()}.get(fault, str(fault))
 

@@ -1,7 +1,8 @@
+from fiscal_simulators.invoicexpress import InvoiceXpressSimulator
+
 from odoo import Command
 from odoo.tests import tagged
 
-from ..simulators.invoicexpress import InvoiceXpressSimulator
 from .common import FiscalTestCommon
 
 

@@ -64,7 +64,8 @@ SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 NS = "InvoiCy"
 SOAP_ACTION = "InvoiCyaction/ARECEPCAO.Execute"
 ENDPOINT_PATH = "/arecepcao.aspx"
-WSDL_FILE = Path(__file__).resolve().parent.parent / "providers" / "wsdl" / "invoicy_recepcao.wsdl"
+# The service publishes its WSDL; the simulator serves the same contract (a copy of the one the client ships).
+WSDL_FILE = Path(__file__).resolve().parent / "wsdl" / "invoicy_recepcao.wsdl"
 _ADDRESS_RE = re.compile(r'(<soap:address\s+location=")[^"]*(")')
 
 # Call-level codes (MensagemItem/Codigo) [C] "Códigos de retorno do InvoiCy", except where marked.
