@@ -34,6 +34,7 @@
     "assets": {
         "web.assets_backend": [
             "fiscal_invoice_connector/static/src/scss/fiscal_invoice_connector.scss",
+            "fiscal_invoice_connector/static/src/js/fiscal_live_update.js",
         ],
         "web.assets_tests": [
             "fiscal_invoice_connector/static/src/js/tours/**/*",

@@ -14,4 +14,5 @@ from . import (
     account_partial_reconcile,
     res_config_settings,
     fiscal_mass_action,
+    ir_websocket,
 )

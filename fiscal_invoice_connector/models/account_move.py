@@ -18,23 +18,50 @@ class AccountMove(models.Model):
         help="Where this invoice's fiscal document is issued: the order's account, else the company's.",
     )
 
-    @api.depends("company_id", "invoice_line_ids.sale_line_ids", "partner_id", "team_id", "payment_state")
+    fiscal_document_ids = fields.One2many("fiscal.document", "move_id", "Own fiscal documents")
+
+    # Not on payment_state: the routing runs when the sale is made, not at every payment
+    # (a rule for paid invoices is applied when the payment policy fires: _fiscal_route_paid).
+    @api.depends("company_id", "invoice_line_ids.sale_line_ids", "partner_id", "team_id")
     def _compute_fiscal_account_id(self):
         Rule = self.env["fiscal.routing.rule"]
         for move in self:
             if not move.is_sale_document(include_receipts=False):
                 move.fiscal_account_id = False
                 continue
-            if move.state == "posted" and move.fiscal_account_id and move._origin.fiscal_document_count:
+            if move.state == "posted" and move.fiscal_account_id and move._origin.fiscal_document_id:
                 continue  # a document exists: its account never changes
             orders = move.invoice_line_ids.sale_line_ids.order_id
             move.fiscal_account_id = orders[:1].fiscal_account_id or Rule._route(
-                move.company_id,
-                move.team_id,
-                move.partner_id,
-                move.invoice_line_ids.product_id,
-                paid=move.payment_state in ("paid", "in_payment"),
+                move.company_id, move.team_id, move.partner_id, move.invoice_line_ids.product_id
             )
+
+    def _fiscal_route_paid(self):
+        """Invoices of no order paid now: a routing rule for paid invoices may send them to
+        another account. Decided once, when a payment policy is about to enqueue them."""
+        Rule = self.env["fiscal.routing.rule"].sudo()
+        moves = self.filtered(lambda m: not m.fiscal_document_id and not m._fiscal_sale_orders())
+        if not moves or not Rule.search_count(
+            [("company_id", "in", moves.company_id.ids), ("payment_state", "!=", "any")], limit=1
+        ):
+            return
+        for move in moves:
+            move.fiscal_account_id = Rule._route(
+                move.company_id, move.team_id, move.partner_id, move.invoice_line_ids.product_id, paid=True
+            )
+
+    @api.depends(
+        "move_type",
+        "fiscal_document_ids.state",
+        "fiscal_document_ids.number",
+        "fiscal_document_ids.kind",
+        # An order's document (issued at confirmation) is its invoice's one: when such a
+        # document appears, and then whatever happens to it.
+        "invoice_line_ids.sale_line_ids.order_id.fiscal_document_ids.state",
+        "invoice_line_ids.sale_line_ids.order_id.fiscal_document_ids.number",
+    )
+    def _compute_fiscal_document(self):
+        return super()._compute_fiscal_document()
 
     def _fiscal_sale_orders(self):
         return self.sudo().invoice_line_ids.sale_line_ids.order_id
@@ -49,20 +76,31 @@ class AccountMove(models.Model):
     def _fiscal_documents(self):
         """The invoice's own documents, and an order-level document of its sale (issued
         at confirmation): the invoice shows it instead of getting a second one."""
-        Doc = self.env["fiscal.document"].sudo()
-        domain = [("move_id", "=", self.id)]
-        orders = self._fiscal_sale_orders()
-        if orders:
-            domain = ["|", ("move_id", "=", self.id), "&", ("move_id", "=", False), ("sale_order_id", "in", orders.ids)]
-        return Doc.search(domain, order="id desc")
+        docs = self.sudo().fiscal_document_ids
+        if self.move_type == "out_invoice":
+            docs |= self._fiscal_sale_orders().fiscal_document_ids.filtered(lambda d: not d.move_id)
+        return docs.sorted("id", reverse=True)
 
-    def _fiscal_source_ids(self, operator, value):
-        docs = self.env["fiscal.document"].sudo().search([("state", operator, value)])
-        ids = set(docs.move_id.ids)
-        order_docs = docs.filtered(lambda d: not d.move_id and d.sale_order_id)
-        if order_docs:
-            ids |= set(order_docs.sale_order_id.invoice_ids.ids)
-        return list(ids)
+    def _fiscal_main_candidates(self):
+        """An invoice shows its fiscal invoice (its own, else its order's), a credit note its
+        fiscal credit note: never a receipt or a credit note in their place."""
+        if self.move_type == "out_refund":
+            return self.fiscal_document_ids.filtered(lambda d: d.kind == "credit_note")
+        if self.move_type != "out_invoice":
+            return self.env["fiscal.document"]
+        own = self.fiscal_document_ids.filtered(lambda d: d.kind == "invoice")
+        if own:
+            return own
+        orders = self.invoice_line_ids.sale_line_ids.order_id
+        return orders.fiscal_document_ids.filtered(lambda d: not d.move_id and d.kind == "invoice")
+
+    def _fiscal_related_documents(self):
+        """Beside the invoice's document: its receipts and credit notes (theirs on other moves)."""
+        main = self.fiscal_document_id
+        docs = self.sudo().fiscal_document_ids - main
+        if main:
+            docs |= self.env["fiscal.document"].sudo().search([("related_document_id", "=", main.id)])
+        return docs.sorted("id", reverse=True)
 
     def _fiscal_enqueue(self, trigger, **extra):
         states = ("draft", "posted") if trigger == "invoice_create" else ("posted",)
@@ -103,6 +141,7 @@ class AccountMove(models.Model):
 
     def _invoice_paid_hook(self):
         res = super()._invoice_paid_hook()
+        self.filtered(lambda m: m.move_type == "out_invoice")._fiscal_route_paid()
         self._fiscal_enqueue("payment")
         self._fiscal_enqueue("payment_window")
         for move in self.filtered(lambda m: m.move_type == "out_invoice"):

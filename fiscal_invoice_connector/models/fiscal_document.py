@@ -48,6 +48,10 @@ STATES = [
 ]
 # States in which the document occupies its source (the unique indexes ignore the others).
 DEAD_STATES = ("cancelled", "dropped")
+# What orders and invoices show of a document: a change is pushed to their open forms.
+LIVE_FIELDS = frozenset(("state", "number", "atcud", "last_error", "pdf_attachment_id", "email_state", "settle_state"))
+LIVE_CHANNEL = "fiscal_invoice_connector"  # the bus sub-channel of an order or invoice
+LIVE_NOTIFICATION = "fiscal_invoice_connector/source_changed"
 LEASE = timedelta(minutes=5)
 
 
@@ -199,22 +203,40 @@ class FiscalDocument(models.Model):
             )
         )
         docs.invalidate_recordset(["reference"])
+        docs._notify_sources()
         return docs
 
     def write(self, vals):
         if "reference" in vals and any(doc.reference and doc.reference != vals["reference"] for doc in self):
             raise UserError(self.env._("The reference of a fiscal document never changes."))
         res = super().write(vals)
-        self._invalidate_sources()
+        if not LIVE_FIELDS.isdisjoint(vals):
+            self._notify_sources()
         return res
 
-    def _invalidate_sources(self):
-        """Orders and invoices compute their fiscal fields without dependencies (they are read
-        through these documents): keep them right within the same transaction too."""
-        orders = self.sale_order_id
-        orders.invalidate_recordset()
-        orders.invoice_ids.invalidate_recordset()
-        self.move_id.invalidate_recordset()
+    def _notify_sources(self):
+        """Open forms of the orders and invoices showing these documents reload their fiscal
+        button, banner and chatter (static/src/js/fiscal_live_update.js): collected during the
+        transaction, sent once per record when it commits; the payload names the record only."""
+        data = self.env.cr.precommit.data
+        pending = data.get("fiscal_invoice_connector.live")
+        if pending is None:
+            pending = data["fiscal_invoice_connector.live"] = set()
+            Doc = self.env["fiscal.document"].sudo()
+            self.env.cr.precommit.add(lambda: Doc.browse(pending)._send_live_notifications())
+        pending.update(self.ids)
+
+    def _send_live_notifications(self):
+        docs = self.exists()
+        # Beside its original, a receipt or credit note changes the original's records too.
+        orders = docs.sale_order_id | docs.related_document_id.sale_order_id
+        moves = docs.move_id | docs.related_document_id.move_id
+        order_docs = docs.filtered(lambda d: d.sale_order_id and not d.move_id)
+        if order_docs:  # an order's document is its invoices' one too
+            moves |= self.env["account.move"].sudo().search([("fiscal_document_id", "in", order_docs.ids)])
+        Bus = self.env["bus.bus"].sudo()
+        for record in [*orders, *moves]:
+            Bus._sendone((record, LIVE_CHANNEL), LIVE_NOTIFICATION, {"model": record._name, "id": record.id})
 
     def unlink(self):
         if any(doc.create_sent or doc.remote_id for doc in self):
@@ -260,8 +282,7 @@ class FiscalDocument(models.Model):
         except psycopg2.errors.UniqueViolation:
             # A concurrent transaction enqueued the same source (unique index): keep theirs.
             return self.sudo().search(source_domain, limit=1)
-        doc._invalidate_sources()
-        doc._post_on_sources(self.env._("Fiscal document queued at %s.", account.name), on_document=False)
+        # No chatter message here: the order shows "Waiting" on its fiscal button.
         self._trigger_processing()
         return doc
 
@@ -843,28 +864,30 @@ class FiscalDocument(models.Model):
         self.write(vals)
 
     def _attach_pdf(self, content, xml=None):
-        """Attach the provider's PDF (and legal XML) to the invoice and the order, and keep them here."""
+        """Store the provider's PDF (and legal XML) once, on the invoice (else the order); the
+        document, the order and the invoice all point to that one attachment."""
         stem = (self.number or self.reference).replace("/", "-")
         files = [(f"{stem}.pdf", content, "application/pdf")]
         if xml:
             files.append((f"{stem}.xml", xml, "application/xml"))
-        body = self.env._("Fiscal document PDF %s received from the provider.", self.number or "")
-        Attachment = self.env["ir.attachment"].sudo()
-        own = Attachment
-        for record in (self.move_id, self.sale_order_id, self):
-            if not record:
-                continue
-            attachments = Attachment.create(
+        record = self.move_id or self.sale_order_id or self
+        attachments = (
+            self.env["ir.attachment"]
+            .sudo()
+            .create(
                 [
                     {"name": name, "raw": raw, "mimetype": mimetype, "res_model": record._name, "res_id": record.id}
                     for name, raw, mimetype in files
                 ]
             )
-            if record == self:
-                own = attachments
-            else:
-                record.sudo().message_post(body=body, attachment_ids=attachments.ids)
-        self.write({"pdf_attachment_id": own[:1].id, "xml_attachment_id": own[1:2].id, "pdf_state": "done"})
+        )
+        self.write(
+            {"pdf_attachment_id": attachments[:1].id, "xml_attachment_id": attachments[1:2].id, "pdf_state": "done"}
+        )
+        self._post_on_sources(
+            self.env._("Fiscal document PDF %s received from the provider.", self.number or ""),
+            attachments=attachments,
+        )
 
     # ------------------------------------------------------------------ errors
     def _on_auth_error(self, error, operation, client):
@@ -977,13 +1000,20 @@ class FiscalDocument(models.Model):
         )
 
     # ------------------------------------------------------------------ chatter
-    def _post_on_sources(self, body, error=False, on_document=True):
+    def _post_on_sources(self, body, error=False, on_document=True, attachments=None):
+        """One chatter message per event, on the record people look at: the invoice, else the
+        order (the order of an invoice shows its status on its fiscal button). The document
+        keeps its own history (tracking of its state and number, attempts)."""
         for doc in self:
-            if on_document:
-                doc.message_post(body=body)
-            for record in (doc.sale_order_id, doc.move_id):
-                if record:
-                    record.sudo().message_post(body=body, subtype_xmlid="mail.mt_note")
+            record = doc.move_id or doc.sale_order_id
+            if not record:
+                if on_document:
+                    doc.message_post(body=body, attachment_ids=attachments.ids if attachments else [])
+                continue
+            record.sudo().message_post(
+                body=body, subtype_xmlid="mail.mt_note", attachment_ids=attachments.ids if attachments else []
+            )
+        self._notify_sources()
 
     # ------------------------------------------------------------------ credit notes, receipts
     @api.model

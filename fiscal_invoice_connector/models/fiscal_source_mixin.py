@@ -1,49 +1,87 @@
 from odoo import fields, models
 
-from .fiscal_document import STATES
+from .fiscal_document import DEAD_STATES, STATES
 
 
 class FiscalSourceMixin(models.AbstractModel):
-    """What orders and invoices show of their fiscal document (one concept, one place)."""
+    """What orders and invoices show of their fiscal documents (one concept, one place).
+
+    The record's own fiscal document, its status and number are stored on the record and kept
+    right by dependencies on its documents (as account_peppol keeps ``peppol_move_state`` on
+    the move): a list of 80 records reads them with its other columns, a filter on the status
+    is plain SQL, and a document changing never runs a search per record. Receipts and credit
+    notes are shown beside the record's own document, never instead of it."""
 
     _name = "fiscal.source.mixin"
     _description = "Record that may have a fiscal document"
 
     fiscal_document_id = fields.Many2one(
-        "fiscal.document", "Fiscal document", compute="_compute_fiscal_document", compute_sudo=True
+        "fiscal.document",
+        "Fiscal document",
+        compute="_compute_fiscal_document",
+        store=True,
+        readonly=True,
+        copy=False,
+        index="btree_not_null",
+        compute_sudo=True,
+        help="This record's own fiscal document (not a receipt or a credit note of it).",
     )
     fiscal_state = fields.Selection(
-        STATES, "Fiscal status", compute="_compute_fiscal_document", search="_search_fiscal_state", compute_sudo=True
+        STATES,
+        "Fiscal status",
+        compute="_compute_fiscal_document",
+        store=True,
+        readonly=True,
+        copy=False,
+        index="btree_not_null",
+        compute_sudo=True,
     )
-    fiscal_number = fields.Char("Fiscal number", compute="_compute_fiscal_document", compute_sudo=True)
-    fiscal_atcud = fields.Char("ATCUD", compute="_compute_fiscal_document", compute_sudo=True)
-    fiscal_error = fields.Text("Fiscal error", compute="_compute_fiscal_document", compute_sudo=True)
-    fiscal_pdf_id = fields.Many2one(
-        "ir.attachment", "Fiscal PDF", compute="_compute_fiscal_document", compute_sudo=True
+    fiscal_number = fields.Char(
+        "Fiscal number", compute="_compute_fiscal_document", store=True, readonly=True, copy=False, compute_sudo=True
     )
-    fiscal_document_count = fields.Integer(compute="_compute_fiscal_document", compute_sudo=True)
+    # Shown on the form only: read through the stored relation.
+    fiscal_atcud = fields.Char(related="fiscal_document_id.atcud", string="ATCUD")
+    fiscal_error = fields.Text(related="fiscal_document_id.last_error", string="Fiscal error")
+    fiscal_pdf_id = fields.Many2one(related="fiscal_document_id.pdf_attachment_id", string="Fiscal PDF")
+    fiscal_related_document_ids = fields.Many2many(
+        "fiscal.document",
+        string="Receipts and credit notes",
+        compute="_compute_fiscal_related_documents",
+        compute_sudo=True,
+        help="The other fiscal documents of this sale: receipts of its payments, credit notes.",
+    )
+    fiscal_related_count = fields.Integer(compute="_compute_fiscal_related_documents", compute_sudo=True)
 
     def _fiscal_documents(self):
         """All fiscal documents of this record, newest first (override)."""
         raise NotImplementedError
 
+    def _fiscal_main_candidates(self):
+        """The documents that may be this record's own one (override)."""
+        raise NotImplementedError
+
     def _compute_fiscal_document(self):
+        # Overridden with the dependencies of each model.
         for record in self:
-            docs = record._fiscal_documents() if record.id else self.env["fiscal.document"]
-            live = docs.filtered(lambda d: d.state not in ("cancelled", "dropped"))
-            doc = (live or docs)[:1]
+            doc = self._fiscal_pick(record._fiscal_main_candidates())
             record.fiscal_document_id = doc
             record.fiscal_state = doc.state
             record.fiscal_number = doc.number
-            record.fiscal_atcud = doc.atcud
-            record.fiscal_error = doc.last_error
-            record.fiscal_pdf_id = doc.pdf_attachment_id
-            record.fiscal_document_count = len(docs)
 
-    def _search_fiscal_state(self, operator, value):
-        return [("id", "in", self._fiscal_source_ids(operator, value))]
+    @staticmethod
+    def _fiscal_pick(docs):
+        """The live one if any (two live ones are impossible), else the newest."""
+        live = docs.filtered(lambda d: d.state not in DEAD_STATES)
+        return max(live or docs, key=lambda d: d.id, default=docs[:0])
 
-    def _fiscal_source_ids(self, operator, value):
+    def _compute_fiscal_related_documents(self):
+        for record in self:
+            related = record._fiscal_related_documents() if record.id else self.env["fiscal.document"]
+            record.fiscal_related_document_ids = related
+            record.fiscal_related_count = len(related)
+
+    def _fiscal_related_documents(self):
+        """The documents shown beside the record's own one (override)."""
         raise NotImplementedError
 
     # -- actions -----------------------------------------------------------------
@@ -59,10 +97,19 @@ class FiscalSourceMixin(models.AbstractModel):
         }
 
     def action_view_fiscal_documents(self):
+        """This record's own fiscal document."""
         self.ensure_one()
+        return self._fiscal_documents_action(self.fiscal_document_id)
+
+    def action_view_fiscal_related_documents(self):
+        """The receipts and credit notes beside it (and an order's other documents)."""
+        self.ensure_one()
+        return self._fiscal_documents_action(self.fiscal_related_document_ids)
+
+    def _fiscal_documents_action(self, docs):
         action = self.env["ir.actions.act_window"]._for_xml_id("fiscal_invoice_connector.fiscal_document_action")
-        docs = self._fiscal_documents()
         action["domain"] = [("id", "in", docs.ids)]
+        action["context"] = {"create": False}
         if len(docs) == 1:
             action.update(res_id=docs.id, view_mode="form", views=[(False, "form")])
         return action

@@ -27,12 +27,19 @@ class SaleOrder(models.Model):
                 order.company_id, order.team_id, order.partner_id, order.order_line.product_id
             )
 
+    @api.depends("fiscal_document_ids.state", "fiscal_document_ids.number", "fiscal_document_ids.kind")
+    def _compute_fiscal_document(self):
+        return super()._compute_fiscal_document()
+
     def _fiscal_documents(self):
         return self.sudo().fiscal_document_ids.sorted("id", reverse=True)
 
-    def _fiscal_source_ids(self, operator, value):
-        docs = self.env["fiscal.document"].sudo().search([("state", operator, value), ("sale_order_id", "!=", False)])
-        return docs.sale_order_id.ids
+    def _fiscal_main_candidates(self):
+        # The order's own document, or its invoice's: never a receipt or a credit note.
+        return self.fiscal_document_ids.filtered(lambda d: d.kind == "invoice")
+
+    def _fiscal_related_documents(self):
+        return self._fiscal_documents() - self.fiscal_document_id
 
     def _action_cancel(self):
         res = super()._action_cancel()
