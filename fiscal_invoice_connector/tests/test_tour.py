@@ -1,12 +1,14 @@
 import logging
+import threading
 import unittest
 from unittest.mock import patch
 
-from odoo import Command
+from odoo import SUPERUSER_ID, Command, api
 from odoo.tests import HttpCase, tagged
 from odoo.tests import common as odoo_test_common
 from odoo.tools.misc import file_path
 
+from ..models.fiscal_document import LIVE_CHANNEL
 from .common import API_KEY, FiscalTestCommon
 
 _logger = logging.getLogger(__name__)
@@ -115,3 +117,42 @@ class TestTour(FiscalTestCommon, HttpCase):
             "fiscal_invoice_connector_issued",
             login="admin",
         )
+
+    def test_the_fiscal_number_appears_on_the_open_order_without_reloading(self):
+        """The browser shows a confirmed order waiting for its document; the queue issues it
+        meanwhile (another thread, as the cron worker would); the form shows the number, the
+        PDF button and the chatter message by itself (fiscal_live_update.js, the bus)."""
+        self.tour_account.api_key = API_KEY
+        order = self.confirm(self.make_order())
+        self.assertEqual(order.fiscal_state, "to_send")
+        IrWebsocket = type(self.env["ir.websocket"])
+        build_channels = IrWebsocket._build_bus_channel_list
+        listening = threading.Event()
+
+        def _build_bus_channel_list(this, channels):
+            channels = build_channels(this, channels)
+            if any(c == (order, LIVE_CHANNEL) for c in channels):
+                listening.set()
+            return channels
+
+        def cron_worker():
+            if not listening.wait(120):
+                return
+            with self.registry.cursor() as cr:
+                cron = api.Environment(cr, SUPERUSER_ID, {}).ref(
+                    "fiscal_invoice_connector.ir_cron_process_fiscal_documents"
+                )
+                cron.method_direct_trigger()
+
+        worker = threading.Thread(target=cron_worker, name="fiscal-live-tour-cron")
+        worker.start()
+        try:
+            with patch.object(IrWebsocket, "_build_bus_channel_list", _build_bus_channel_list):
+                self.start_tour(
+                    f"/odoo/action-sale.action_orders/{order.id}", "fiscal_invoice_connector_live", login="admin"
+                )
+        finally:
+            listening.set()
+            worker.join()
+        self.env.invalidate_all()
+        self.assertEqual(order.fiscal_state, "issued", order.fiscal_error)

@@ -8,6 +8,7 @@
 import { Component, onWillDestroy, useEffect, xml } from "@odoo/owl";
 import { registry } from "@web/core/registry";
 import { useService } from "@web/core/utils/hooks";
+import { useDebounced } from "@web/core/utils/timing";
 import { standardWidgetProps } from "@web/views/widgets/standard_widget_props";
 
 export const LIVE_CHANNEL = "fiscal_invoice_connector";
@@ -19,6 +20,8 @@ export class FiscalLiveUpdate extends Component {
 
     setup() {
         this.busService = useService("bus_service");
+        // The queue commits each step (sending, issued, PDF...): one reload for a burst of them.
+        this.reload = useDebounced(this.reload, 300);
         const onChange = (payload) => this.onChange(payload);
         this.busService.subscribe(LIVE_NOTIFICATION, onChange);
         onWillDestroy(() => this.busService.unsubscribe(LIVE_NOTIFICATION, onChange));
@@ -36,11 +39,16 @@ export class FiscalLiveUpdate extends Component {
         );
     }
 
-    async onChange({ model, id }) {
+    onChange({ model, id }) {
+        // Only this record's: the forms of other tabs share the same bus.
         const record = this.props.record;
-        if (model !== record.resModel || id !== record.resId) {
-            return; // another record (another form in another tab shares this bus)
+        if (model === record.resModel && id === record.resId) {
+            this.reload();
         }
+    }
+
+    async reload() {
+        const record = this.props.record;
         if (await record.isDirty()) {
             return; // never lose what the user is typing: the next save reloads it anyway
         }
