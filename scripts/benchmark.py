@@ -13,6 +13,8 @@ simulators running in-process (threads, free ports). It prints, and writes to do
 * user path: confirming an order / posting an invoice with the account's trigger on (the
   document is enqueued) against the same operation with the trigger "manual" (plain Odoo plus
   the addon's routing), same data, interleaved, one transaction per operation;
+* lists: queries the web client runs to open a list of 80 invoices and of 80 orders, without
+  fiscal documents and with one per record (the same count is the target);
 * the queue at ``--latency`` (150 ms) without rate limit, concurrent (``--concurrency``, 8) for
   each size, and sequential (concurrency 1, the one-by-one path) as the baseline: documents per
   second, calls per document from the simulator's request log, SQL queries per document (the
@@ -543,6 +545,73 @@ class Bench:
             )
         self.results["user_path"] = results
 
+    # -- 1b. lists ----------------------------------------------------------------------------
+    def lists(self, size=80):
+        """Queries the web client runs to open a list of 80 invoices (and 80 orders): the list
+        view's own fields through ``web_search_read``, as the admin, once without any fiscal
+        document and once with one per record in mixed states (issued with numbers, waiting,
+        errors). The fiscal status and number are stored: both counts must be equal."""
+        from lxml import etree
+
+        say(f"lists: queries to open a list of {size} invoices and {size} orders...")
+        with self.cursor() as cr:
+            env = self.env(cr)
+            self.set_account(env, trigger="manual")
+            orders = self.create_orders(env, size)
+            moves = env["account.move"].create(
+                [
+                    {
+                        "move_type": "out_invoice",
+                        "partner_id": self.customer_ids[n % len(self.customer_ids)],
+                        "invoice_line_ids": [(0, 0, {"product_id": self.product_ids[n % 3], "price_unit": 25.0})],
+                    }
+                    for n in range(size)
+                ]
+            )
+            moves.action_post()
+            cr.commit()
+            sources = {"invoices": ("account.move", moves.ids), "orders": ("sale.order", orders.ids)}
+
+        def open_list(model, ids):
+            with self.cursor() as cr:
+                env = self.env(cr, uid=self.env(cr).ref("base.user_admin").id)
+                Model = env[model].with_context(default_move_type="out_invoice")
+                arch = etree.fromstring(Model.get_views([(False, "list")])["views"]["list"]["arch"])
+                types = {name: f["type"] for name, f in Model.fields_get().items()}
+                spec = {
+                    n.get("name"): {"fields": {"display_name": {}}}
+                    if types[n.get("name")] in ("many2one", "one2many", "many2many")
+                    else {}
+                    for n in arch.xpath("/list/field")
+                }
+                counts = []
+                for _ in range(3):  # the first warms the caches (views, rules, translations)
+                    env.invalidate_all()
+                    before = queries()
+                    Model.web_search_read([("id", "in", ids)], spec, limit=size)
+                    counts.append(queries() - before)
+                return min(counts[1:])
+
+        result = {name: {"without": open_list(model, ids)} for name, (model, ids) in sources.items()}
+        with self.cursor() as cr:
+            env = self.env(cr)
+            account = env["fiscal.provider.account"].browse(self.account_id)
+            for model, ids in sources.values():
+                docs = env["fiscal.document"]._enqueue_many(account, env[model].browse(ids), per_minute=10**6)
+                for n, doc in enumerate(docs):
+                    state = ("issued", "to_send", "error", "cancelled")[n % 4]
+                    doc.write({"state": state, "number": f"FT B/{doc.id}" if state == "issued" else False})
+            cr.commit()
+        for name, (model, ids) in sources.items():
+            result[name]["with"] = open_list(model, ids)
+            say(f"  list of {size} {name}: {result[name]['without']} queries without fiscal documents, "
+                f"{result[name]['with']} with")  # fmt: skip
+        with self.cursor() as cr:
+            env = self.env(cr)
+            env["fiscal.document"].search([("account_id", "=", self.account_id)]).unlink()  # not part of the queue runs
+            cr.commit()
+        self.results["lists"] = {"size": size, **result}
+
     # -- 2. the queue ------------------------------------------------------------------------
     def queue_run(
         self, label, size, concurrency, sim, provider="invoicexpress", account_id=None, orders=None, rate_limit=0
@@ -830,6 +899,13 @@ class Bench:
                 f"**{x['ratio_mean']:.2f}×** ({x['mean_on_ms']:.1f} / {x['mean_off_ms']:.1f} ms; median "
                 f"{x['ratio_median']:.2f}×; SQL queries {x['sql_on']:.0f} / {x['sql_off']:.0f}) |"
             )
+        lists = r.get("lists")
+        for name in ("invoices", "orders") if lists else ():
+            x = lists[name]
+            add(
+                f"| Queries to open a list of {lists['size']} {name}, without / with fiscal documents | same | "
+                f"**{x['without']} / {x['with']}** |"
+            )
         for x in concurrent:
             add(
                 f"| Documents per second, {x['docs']:,} documents, concurrency {x['concurrency']}, "
@@ -965,7 +1041,7 @@ not add up to the total: the cron's own searches and commits are outside them):
         prepare_database(args.db, args.http_port)
         self.start_odoo()
         self.setup_data()
-        phases = [self.user_path, self.throughput, self.budget, self.other_providers, self.backfill]
+        phases = [self.user_path, self.lists, self.throughput, self.budget, self.other_providers, self.backfill]
         for phase in phases:
             if phase.__name__ in args.skip:
                 continue
@@ -999,7 +1075,7 @@ def main():
     parser.add_argument("--pdf-polls", type=int, default=1, help="202 answers before the simulator's PDF is ready")
     parser.add_argument("--pdf-poll-interval", type=float, default=1.0, help="seconds between two PDF polls")
     parser.add_argument(
-        "--skip", default="", help="phases to skip: user_path,throughput,budget,other_providers,backfill"
+        "--skip", default="", help="phases to skip: user_path,lists,throughput,budget,other_providers,backfill"
     )
     parser.add_argument("--output", default="docs/benchmark.md", help="Markdown report ('' = none)")
     parser.add_argument("--keep-db", action="store_true", help="keep the database afterwards")
