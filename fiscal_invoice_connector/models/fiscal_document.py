@@ -19,7 +19,7 @@ from decimal import Decimal
 import psycopg2
 
 from odoo import api, fields, models
-from odoo.exceptions import UserError
+from odoo.exceptions import MissingError, UserError
 from odoo.tools import SQL
 
 from ..providers import (
@@ -227,9 +227,13 @@ class FiscalDocument(models.Model):
         pending.update(self.ids)
 
     def _send_live_notifications(self):
-        docs = self.exists()
-        # Beside its original, a receipt or credit note changes the original's records too.
-        orders = docs.sale_order_id | docs.related_document_id.sale_order_id
+        docs = self
+        try:  # in the cache already (no query), unless one was deleted meanwhile
+            # Beside its original, a receipt or credit note changes the original's records too.
+            orders = docs.sale_order_id | docs.related_document_id.sale_order_id
+        except MissingError:
+            docs = self.exists()
+            orders = docs.sale_order_id | docs.related_document_id.sale_order_id
         moves = docs.move_id | docs.related_document_id.move_id
         order_docs = docs.filtered(lambda d: d.sale_order_id and not d.move_id)
         if order_docs:  # an order's document is its invoices' one too
