@@ -254,3 +254,26 @@ class TestFiscalSources(FiscalTestCommon):
             )
             self.assertIn((order, LIVE_CHANNEL), channels, "the salesman reads this order")
             self.assertNotIn((stranger, LIVE_CHANNEL), channels, "a record of another company is not reachable")
+
+    # -- routing: decided when the sale is made, and for paid invoices when the payment policy fires
+    def test_paid_invoice_routing_rule_applies_when_the_payment_policy_fires(self):
+        self.account.trigger = "payment"
+        paid_account = self.account.copy({"name": "Pagos", "trigger": "payment"})
+        self.env["fiscal.routing.rule"].create(
+            {"company_id": self.company.id, "payment_state": "paid", "account_id": paid_account.id}
+        )
+        invoice = self.env["account.move"].create(
+            {
+                "move_type": "out_invoice",
+                "partner_id": self.customer.id,
+                "invoice_line_ids": [Command.create({"product_id": self.product.id, "price_unit": 10.0})],
+            }
+        )
+        invoice.action_post()
+        self.assertEqual(invoice.fiscal_account_id, self.account, "not paid: the company's account")
+        self.assertFalse(invoice.fiscal_document_id)
+        self.pay(invoice)
+        self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+        self.assertEqual(invoice.fiscal_account_id, paid_account)
+        self.assertEqual(invoice.fiscal_document_id.account_id, paid_account)
+        self.assertEqual(invoice.fiscal_state, "to_send")
