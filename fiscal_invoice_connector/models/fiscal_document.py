@@ -235,8 +235,10 @@ class FiscalDocument(models.Model):
             docs = self.exists()
             orders = docs.sale_order_id | docs.related_document_id.sale_order_id
         moves = docs.move_id | docs.related_document_id.move_id
-        order_docs = docs.filtered(lambda d: d.sale_order_id and not d.move_id)
-        if order_docs:  # an order's document is its invoices' one too
+        # An order's document is its invoices' one too (an order without invoice lines has none:
+        # read from the cache at confirmation, which spares the search there).
+        order_docs = docs.filtered(lambda d: not d.move_id and d.sale_order_id.order_line.invoice_lines)
+        if order_docs:
             moves |= self.env["account.move"].sudo().search([("fiscal_document_id", "in", order_docs.ids)])
         Bus = self.env["bus.bus"].sudo()
         for record in [*orders, *moves]:

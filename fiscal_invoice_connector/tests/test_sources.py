@@ -85,8 +85,14 @@ class TestFiscalSources(FiscalTestCommon):
         self.assertEqual(invoice.fiscal_document_id, doc)
         self.assertEqual((invoice.fiscal_state, invoice.fiscal_number), ("issued", doc.number))
         self.assertEqual(invoice.fiscal_pdf_id, doc.pdf_attachment_id)
+        self.live_notifications()
         doc.action_request_cancel("Cliente desistiu")
         self.assertEqual((order.fiscal_state, invoice.fiscal_state), ("to_cancel", "to_cancel"))
+        self.assertEqual(
+            self.live_notifications(),
+            {("sale.order", order.id), ("account.move", invoice.id)},
+            "the open forms of the order and of the invoice showing its document are told",
+        )
         self.run_queue()
         self.assertEqual((order.fiscal_state, invoice.fiscal_state), ("cancelled", "cancelled"), doc.last_error)
         self.assertIn(invoice, self.env["account.move"].search([("fiscal_state", "=", "cancelled")]))
