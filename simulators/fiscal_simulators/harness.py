@@ -1,6 +1,5 @@
-"""The test harness shared by everything that drives the simulators: the plain tests (tests/,
-simulators/tests/), the addon's Odoo tests (fiscal_invoice_connector/tests/common.py), the benchmark
-(scripts/benchmark.py) and the fault suite. One place for the test keys, the customers and NFS-e
+"""The test harness shared by the addon's Odoo tests (fiscal_invoice_connector/tests/common.py)
+and the benchmark (scripts/benchmark.py): one place for the test keys, the customers and NFS-e
 settings the services require, and the neutral view of each simulator's documents.
 
 Plain Python (no Odoo import): the functions that build Odoo values take the caller's ``env``.
