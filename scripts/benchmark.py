@@ -780,6 +780,8 @@ class Bench:
 
     def other_providers(self):
         """Calls per document for Vendus (final on creation) and eNotas (asynchronous), no latency."""
+        from fiscal_simulators.harness import ENOTAS_COMPANY, br_customer_vals, br_service_vals
+
         args = self.args
         count = args.other_docs
         out = []
@@ -797,22 +799,7 @@ class Bench:
                     "document_type": "invoice",
                 }
             )
-            br = env["res.partner"].create(
-                {
-                    "name": "Ana Souza",
-                    "vat": "386.186.997-72",
-                    "street": "Rua Sergipe",
-                    "fiscal_street_number": "1014",
-                    "fiscal_district": "Savassi",
-                    "city": "Belo Horizonte",
-                    "fiscal_city_code": "3106200",
-                    "state_id": env.ref("base.state_br_mg").id,
-                    "zip": "30130-174",
-                    "country_id": env.ref("base.br").id,
-                    "email": "ana@example.com.br",
-                }
-            )
-            enotas_company = "5b0c7d1e-2f3a-4b5c-8d9e-0f1a2b3c4d5e"
+            br = env["res.partner"].create(br_customer_vals(env))
             enotas = env["fiscal.provider.account"].create(
                 {
                     "name": "eNotas (benchmark)",
@@ -820,14 +807,9 @@ class Bench:
                     "provider": "enotas",
                     "base_url": "http://127.0.0.1:9",
                     "api_key": "bench-key",
-                    "company_ref": enotas_company,
+                    "company_ref": ENOTAS_COMPANY,
                     "trigger": "manual",
-                    "service_description": "Consultoria em sistemas",
-                    "service_code": "1.07",
-                    "service_lc116": "1.07",
-                    "iss_rate": 2.0,
-                    "service_city_code": "3106200",
-                    "poll_interval": 1,
+                    **br_service_vals(),
                 }
             )
             cr.commit()
@@ -842,7 +824,7 @@ class Bench:
             out.append(self.queue_run(f"Vendus, {count}", count, args.concurrency, sim, "vendus", vendus_id))
         finally:
             sim.stop()
-        sim = self.simulator("enotas", api_key="bench-key", company_id=enotas_company, authorization_delay=0)
+        sim = self.simulator("enotas", api_key="bench-key", company_id=ENOTAS_COMPANY, authorization_delay=0)
         try:
             out.append(
                 self.queue_run(

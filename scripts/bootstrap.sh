@@ -114,6 +114,20 @@ if [ "$sim_dir" != "$REPO_DIR/simulators" ]; then
     "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e "$REPO_DIR/simulators" >&2 \
         || die "pip install -e simulators failed (see above)"
 fi
+# The addon itself, installed editable with pip the way an integrator installs it (pyproject.toml,
+# whool: a .pth pointing at fiscal_invoice_connector/build/__editable__, a link back to this folder),
+# so that plain Python (the plain tests, the scripts) imports odoo.addons.fiscal_invoice_connector
+# without path tricks. Odoo also finds it on ADDONS_PATH: both are this same folder. Without
+# dependencies (requirements.txt has them; Odoo itself is not a pip package here) and offline.
+addon_link="$REPO_DIR/fiscal_invoice_connector/build/__editable__"
+addon_pth=$(cat "$VENV"/lib/python*/site-packages/odoo_addon_fiscal_invoice_connector.pth 2>/dev/null || true)
+if [ "$addon_pth" != "$addon_link" ] || [ ! -e "$addon_link/odoo/addons/fiscal_invoice_connector/__manifest__.py" ]; then
+    "$PY" -c 'import whool' 2>/dev/null || "$VENV/bin/pip" install -q --disable-pip-version-check \
+        "$(grep -i '^whool' "$REPO_DIR/requirements.txt")" >&2 || die "pip install whool failed (see above)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation \
+        -e "$REPO_DIR/fiscal_invoice_connector" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
+    [ "${PIPESTATUS[0]}" = 0 ] || die "pip install -e fiscal_invoice_connector failed (see above)"
+fi
 export PYTHONPATH="$ODOO_SRC${PYTHONPATH:+:$PYTHONPATH}"
 
 # The Odoo launcher: Debian's /usr/bin/odoo, or odoo-bin of a source tree.

@@ -18,9 +18,9 @@ status=0
 echo "== Lint (ruff) =="
 { ruff check . && ruff format --check . >/dev/null && echo "ruff: clean"; } || status=1
 
-echo "== Plain-Python tests (provider clients, simulators) =="
+echo "== Plain-Python tests (provider clients: tests/; simulators and packaging: simulators/tests/) =="
 # Capped at 6 GB of address space: a runaway test fails alone instead of exhausting the machine.
-(ulimit -v 6000000; python -m pytest tests -p no:odoo -q -p no:cacheprovider --junitxml="$results/plain.xml" "$@") || status=$?
+(ulimit -v 6000000; python -m pytest tests simulators/tests -p no:odoo -q -p no:cacheprovider --junitxml="$results/plain.xml" "$@") || status=$?
 
 # ------------------------------------------------------------------ Odoo tests
 TEMPLATE_MODULES="sale_management,account,mail"

@@ -17,7 +17,7 @@ import pytest
 import requests
 from fiscal_simulators.enotas import EnotasSimulator
 
-from providers.base import (
+from odoo.addons.fiscal_invoice_connector.providers.base import (
     AuthenticationError,
     FiscalDocumentData,
     FiscalLine,
@@ -31,7 +31,11 @@ from providers.base import (
     TransientError,
     ValidationError,
 )
-from providers.enotas import DuplicateReferenceError, EnotasProvider, parse_nfse_xml
+from odoo.addons.fiscal_invoice_connector.providers.enotas import (
+    DuplicateReferenceError,
+    EnotasProvider,
+    parse_nfse_xml,
+)
 
 KEY = "enotas-Secret-Key-4b7d1e"  # distinctive, so that any leak is found by a plain substring search
 COMPANY = "0b6f5c8e-2a41-4d7e-9a3b-5c2e8f1d7a90"

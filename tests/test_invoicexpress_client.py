@@ -14,7 +14,7 @@ import pytest
 import requests
 from fiscal_simulators.invoicexpress import InvoiceXpressSimulator
 
-from providers.base import (
+from odoo.addons.fiscal_invoice_connector.providers.base import (
     AuthenticationError,
     FiscalDocumentData,
     FiscalLine,
@@ -29,7 +29,7 @@ from providers.base import (
     TransientError,
     ValidationError,
 )
-from providers.invoicexpress import InvoiceXpressProvider
+from odoo.addons.fiscal_invoice_connector.providers.invoicexpress import InvoiceXpressProvider
 
 KEY = "ix-Secret-Key-7f3a9c"  # distinctive, so that any leak is found by a plain substring search
 

@@ -18,8 +18,8 @@ import requests
 from fiscal_simulators.invoicy import InvoicySimulator
 from lxml import etree
 
-from providers import invoicy
-from providers.base import (
+from odoo.addons.fiscal_invoice_connector.providers import invoicy
+from odoo.addons.fiscal_invoice_connector.providers.base import (
     AuthenticationError,
     FiscalDocumentData,
     FiscalLine,
@@ -34,7 +34,7 @@ from providers.base import (
     TransientError,
     ValidationError,
 )
-from providers.invoicy import (
+from odoo.addons.fiscal_invoice_connector.providers.invoicy import (
     RETURN_CODES,
     DuplicateReferenceError,
     InvoicyProvider,

@@ -19,7 +19,7 @@ import pytest
 from fiscal_simulators.invoicexpress import InvoiceXpressSimulator
 from fiscal_simulators.vendus import VendusSimulator
 
-from providers.base import (
+from odoo.addons.fiscal_invoice_connector.providers.base import (
     AuthenticationError,
     FiscalDocumentData,
     FiscalLine,
@@ -28,9 +28,9 @@ from providers.base import (
     ProviderConfig,
     RemoteDocument,
 )
-from providers.invoicexpress import InvoiceXpressProvider
-from providers.pipeline import Job, Pipeline, TokenBucket
-from providers.vendus import VendusProvider
+from odoo.addons.fiscal_invoice_connector.providers.invoicexpress import InvoiceXpressProvider
+from odoo.addons.fiscal_invoice_connector.providers.pipeline import Job, Pipeline, TokenBucket
+from odoo.addons.fiscal_invoice_connector.providers.vendus import VendusProvider
 
 KEY = "pl-Secret-Key-31c8e0"
 NIF = "509442013"  # a valid Portuguese NIF (check digit)
@@ -395,7 +395,7 @@ def test_pdfs_being_rendered_are_polled_in_rounds():
 
 def test_jobs_are_data_in_data_out(ix):
     # The module knows nothing of Odoo: only the standard library, requests and the provider base.
-    source = Path(__import__("providers.pipeline").pipeline.__file__).read_text()
+    source = Path(__import__(Pipeline.__module__, fromlist=["Pipeline"]).__file__).read_text()
     imported = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

@@ -15,7 +15,7 @@ import pytest
 import requests
 from fiscal_simulators.vendus import VendusSimulator
 
-from providers.base import (
+from odoo.addons.fiscal_invoice_connector.providers.base import (
     AuthenticationError,
     FiscalDocumentData,
     FiscalLine,
@@ -29,7 +29,7 @@ from providers.base import (
     TransientError,
     ValidationError,
 )
-from providers.vendus import VendusProvider
+from odoo.addons.fiscal_invoice_connector.providers.vendus import VendusProvider
 
 KEY = "vd-Secret-Key-4b7e1d"  # distinctive, so that any leak is found by a plain substring search
 BASIC = base64.b64encode(f"{KEY}:".encode()).decode()  # what travels in the Authorization header

@@ -9,37 +9,15 @@ stale payloads cannot change a document.
 import hmac
 import json
 import logging
-import re
 
 from odoo import http
 from odoo.http import request
 
-from ..providers import get_provider_class
+from ..providers.log_redaction import WEBHOOK_PATH
 
 _logger = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-WEBHOOK_PATH = "/fiscal_invoice_connector/webhook"
-_PATH_SECRET_RE = re.compile(re.escape(WEBHOOK_PATH) + r"/(\d+)/[^\s?\"']+")
-
-
-class _WebhookSecretFilter(logging.Filter):
-    """The access log prints request lines: mask the secret part of our webhook URLs."""
-
-    def filter(self, record):
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001
-            return True
-        if WEBHOOK_PATH in message:
-            record.msg, record.args = _PATH_SECRET_RE.sub(WEBHOOK_PATH + r"/\1/***", message), ()
-        return True
-
-
-for _name in ("werkzeug", "odoo.http"):
-    _target = logging.getLogger(_name)
-    if not any(isinstance(f, _WebhookSecretFilter) for f in _target.filters):
-        _target.addFilter(_WebhookSecretFilter())
 
 
 class FiscalWebhookController(http.Controller):
@@ -66,7 +44,7 @@ class FiscalWebhookController(http.Controller):
                 payload = json.loads(text)
             except ValueError:
                 payload = text  # InvoiCy may notify in XML; each provider decides what it accepts
-            parsed = get_provider_class(account.provider).parse_webhook(payload)
+            parsed = account._get_provider_class().parse_webhook(payload)
         except (ValueError, UnicodeDecodeError, AttributeError, TypeError, RecursionError):
             # RecursionError: JSON nested a few thousand levels deep (10 KB) was a 500 (fault suite).
             return request.make_json_response({"error": "malformed notification"}, status=400)

@@ -27,7 +27,6 @@ from ..providers import (
     ProviderError,
     RateLimitedError,
     TransientError,
-    get_provider_class,
 )
 from ..providers.base import Redactor
 from .fiscal_provider_account import DOCUMENT_TYPES, MODES
@@ -461,7 +460,7 @@ class FiscalDocument(models.Model):
         # Intent of every create in the batch is recorded before any call (exactly-once).
         self.env.cr.commit()  # pylint: disable=invalid-commit
         accounts = planned.account_id
-        factories = {a.id: (get_provider_class(a.provider), a._provider_config()) for a in accounts}
+        factories = {a.id: (a._get_provider_class(), a._provider_config()) for a in accounts}
         limiters = {
             a.id: TokenBucket.for_budget(a.rate_limit_per_minute, per=60.0)
             for a in accounts
@@ -483,7 +482,7 @@ class FiscalDocument(models.Model):
         from ..providers.pipeline import Job
 
         account = self.account_id
-        cls = get_provider_class(account.provider)
+        cls = account._get_provider_class()
         try:
             data = None if self.remote_id else self.env["fiscal.mapping"]._document_data(self)
         except UserError as e:
@@ -580,7 +579,7 @@ class FiscalDocument(models.Model):
         if self.remote_state == "rejected" and self.state in ("to_send", "sending"):
             # As _finalize_remote: the provider looked at it and said no; the data needs a fix (left
             # "sending", the next run would send it again, unchanged).
-            label = get_provider_class(self.account_id.provider).label
+            label = self.account_id._get_provider_class().label
             reason = self.remote_message or "-"
             message = self.env._("%(provider)s rejected the document: %(reason)s", provider=label, reason=reason)
             self._on_validation_error(message, "rejected", "issue", trace)

@@ -20,7 +20,7 @@ documentation is silent, in docs/mapping-rules.md. In short:
   document goes to the final consumer as the Portuguese services expect.
 """
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from stdnum import get_cc_module
 
@@ -28,16 +28,9 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError
 
 from ..providers import FiscalDocumentData, FiscalLine, FiscalParty, FiscalPayment, FiscalService
-
-
-def _d(value, digits=6):
-    return Decimal(str(round(value or 0.0, digits)))
-
-
-def _cents(value, digits=2):
-    """Half-up to the currency's decimals, as the services (and Odoo) round amounts."""
-    return Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
-
+from ..providers.numbers import from_float as _d
+from ..providers.numbers import half_up as _cents
+from ..providers.numbers import vat_tax_name
 
 # Most decimals a derived unit price gets (VAT-inclusive prices): the shortest price that gives
 # back Odoo's line subtotal is sent, and 10 decimals do for any realistic quantity.
@@ -281,7 +274,7 @@ class FiscalMapping(models.AbstractModel):
             description=(line.name or product.display_name or "").strip(),
             quantity=quantity,
             unit_price=self._unit_price(price_unit, quantity, discount, subtotal, tax, rate, digits),
-            tax_name=tax.fiscal_tax_name or (f"IVA{int(tax.amount)}" if tax else None),
+            tax_name=tax.fiscal_tax_name or (vat_tax_name(tax.amount) if tax else None),
             tax_rate=rate,
             tax_exemption_code=tax.fiscal_exemption_code or None if not rate else None,
             discount=discount,

@@ -3,7 +3,9 @@ import secrets
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
-from ..providers import PROVIDERS, ProviderConfig, ProviderError, get_provider_class
+from ..providers import FiscalProduct, ProviderConfig, ProviderError
+from ..providers.base import Redactor
+from ..providers.numbers import from_float, vat_tax_name
 
 TRIGGERS = [
     ("order_confirm", "On order confirmation"),
@@ -39,12 +41,9 @@ class FiscalProviderAccount(models.Model):
     active = fields.Boolean(default=True, tracking=True)
     sequence = fields.Integer(default=10)
     company_id = fields.Many2one("res.company", required=True, default=lambda self: self.env.company, index=True)
-    provider = fields.Selection(
-        selection=[(code, cls.label) for code, cls in PROVIDERS.items()],
-        required=True,
-        default="invoicexpress",
-        tracking=True,
-    )
+    # Each service adds itself (selection_add) and its client class (_get_provider_classes), as
+    # account_peppol extends account_edi_proxy_client: see fiscal_provider_account_builtin.py.
+    provider = fields.Selection(selection=[], required=True, tracking=True)
     environment = fields.Selection(
         [("test", "Test"), ("production", "Production")], required=True, default="test", tracking=True
     )
@@ -202,13 +201,14 @@ class FiscalProviderAccount(models.Model):
         help="Gets an activity when a document of this account fails.",
     )
     document_ids = fields.One2many("fiscal.document", "account_id")
+    product_binding_ids = fields.One2many("fiscal.product.binding", "account_id")
     document_count = fields.Integer(compute="_compute_document_count")
     error_count = fields.Integer(compute="_compute_document_count")
 
     @api.depends("provider", "account_name", "environment")
     def _compute_base_url(self):
         for account in self:
-            cls = get_provider_class(account.provider) if account.provider else None
+            cls = account._get_provider_class() if account.provider else None
             urls = getattr(cls, "default_urls", {}) if cls else {}
             template = (cls.default_base_url or urls.get(account.environment)) if cls else ""
             if "{account_name}" in (template or ""):
@@ -218,7 +218,7 @@ class FiscalProviderAccount(models.Model):
     @api.depends("provider")
     def _compute_rate_limit(self):
         for account in self:
-            cls = get_provider_class(account.provider) if account.provider else None
+            cls = account._get_provider_class() if account.provider else None
             account.rate_limit_per_minute = getattr(cls, "default_rate_limit", 0) or 0
 
     def _compute_webhook_url(self):
@@ -270,12 +270,27 @@ class FiscalProviderAccount(models.Model):
                 raise UserError(self.env._("The maximum number of attempts must be at least 1."))
 
     # ------------------------------------------------------------------ client
+    @api.model
+    def _get_provider_classes(self):
+        """``{code: client class}`` of every installed service (a subclass of
+        providers.base.FiscalProvider). To extend: an addon adding a service adds its code to
+        the ``provider`` selection (selection_add) and its class here, calling super()."""
+        return {}
+
+    def _get_provider_class(self, code=None):
+        """The client class of this account's service (or of ``code``)."""
+        code = code or self.provider
+        try:
+            return self._get_provider_classes()[code]
+        except KeyError:
+            raise ValueError(f"Unknown fiscal provider {code!r}") from None
+
     def _provider_config(self):
         """The only place where credentials leave the database (sudo: the cron and the
         hooks run for users who must not read them)."""
         self.ensure_one()
         account = self.sudo()
-        cls = get_provider_class(account.provider)
+        cls = account._get_provider_class()
         values = {"api_key": account.api_key, "partner_key": account.api_key, "access_key": account.access_key}
         credentials = {name: values.get(name) for name in cls.credential_fields}
         labels = {"partner_key": "api_key"}
@@ -317,14 +332,14 @@ class FiscalProviderAccount(models.Model):
 
     def _get_client(self):
         self.ensure_one()
-        return get_provider_class(self.provider)(self._provider_config())
+        return self._get_provider_class()(self._provider_config())
 
     def _capabilities(self):
-        return get_provider_class(self.provider).capabilities
+        return self._get_provider_class().capabilities
 
     def _can_cancel(self, document_type):
         """Whether a final document of this type can be cancelled at the provider (else: credit note)."""
-        return not get_provider_class(self.provider).cancel_requires_credit_note(document_type)
+        return not self._get_provider_class().cancel_requires_credit_note(document_type)
 
     # ------------------------------------------------------------------ policy
     @api.model
@@ -373,3 +388,54 @@ class FiscalProviderAccount(models.Model):
         action["domain"] = [("account_id", "=", self.id)]
         action["context"] = {"default_account_id": self.id}
         return action
+
+    # ------------------------------------------------------------------ catalogue
+    def action_sync_products(self):
+        """Create or update, at the provider, every saleable product with a SKU (matched by it)."""
+        self.ensure_one()
+        if "product_sync" not in self._capabilities():
+            raise UserError(self.env._("%s keeps no product catalogue to sync.", self.name))
+        products = self.env["product.product"].search(
+            [("sale_ok", "=", True), ("company_id", "in", (False, self.company_id.id))], order="id"
+        )
+        client = self._get_client()
+        bindings = {b.product_id.id: b for b in self.product_binding_ids}
+        done, skipped, failed = 0, [], []
+        for product in products:
+            if not product.default_code:
+                skipped.append(product.display_name)
+                continue
+            tax = product.taxes_id.filtered(lambda t: t.company_id == self.company_id)[:1]
+            binding = bindings.get(product.id)
+            data = FiscalProduct(
+                code=product.default_code,
+                description=product.name,
+                unit_price=from_float(product.list_price),
+                tax_name=tax.fiscal_tax_name or (vat_tax_name(tax.amount) if tax else None),
+                tax_rate=from_float(tax.amount),
+                tax_exemption_code=tax.fiscal_exemption_code or None,
+                remote_id=binding.remote_id if binding else None,
+            )
+            try:
+                remote_id = client.sync_product(data)
+            except ProviderError as e:
+                failed.append(f"{product.default_code}: {Redactor(self._secrets())(str(e))}")
+                continue
+            if binding:
+                binding.write({"remote_id": remote_id, "synced_at": fields.Datetime.now()})
+            else:
+                bindings[product.id] = self.env["fiscal.product.binding"].create(
+                    {"account_id": self.id, "product_id": product.id, "remote_id": remote_id}
+                )
+            done += 1
+        message = self.env._("%(n)s products synced by SKU.", n=done)
+        if skipped:
+            message += " " + self.env._("Without SKU, not sent: %s.", ", ".join(skipped[:10]))
+        if failed:
+            message += " " + self.env._("Refused: %s.", "; ".join(failed[:10]))
+        self.message_post(body=message)
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {"title": self.name, "message": message, "type": "warning" if failed else "success"},
+        }

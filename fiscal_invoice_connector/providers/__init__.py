@@ -1,11 +1,13 @@
 """Provider clients: plain Python, no Odoo import.
 
-Each service is one module exposing a subclass of :class:`base.FiscalProvider`.
-The Odoo layer only talks to :func:`get_provider_class` and the classes in
-:mod:`.base`; it never knows which service it is talking to.
+Each service is one module exposing a subclass of :class:`base.FiscalProvider`. The Odoo
+layer finds the class of an account's service through
+``fiscal.provider.account._get_provider_class()`` (models/fiscal_provider_account_builtin.py
+plugs in the four below; another addon plugs in its own the same way) and otherwise only
+knows the classes of :mod:`.base`.
 """
 
-from . import base, enotas, invoicexpress, invoicy, vendus
+from . import base, enotas, invoicexpress, invoicy, log_redaction, numbers, vendus
 from .base import (
     AuthenticationError,
     FiscalDocumentData,
@@ -22,23 +24,7 @@ from .base import (
     ValidationError,
 )
 
-PROVIDERS = {
-    cls.code: cls
-    for cls in (
-        invoicexpress.InvoiceXpressProvider,
-        vendus.VendusProvider,
-        enotas.EnotasProvider,
-        invoicy.InvoicyProvider,
-    )
-}
-
-
-def get_provider_class(code):
-    try:
-        return PROVIDERS[code]
-    except KeyError:
-        raise ValueError(f"Unknown fiscal provider {code!r}") from None
-
+log_redaction.install()
 
 __all__ = [
     "AuthenticationError",
@@ -48,7 +34,6 @@ __all__ = [
     "FiscalPayment",
     "FiscalProduct",
     "FiscalService",
-    "PROVIDERS",
     "ProviderConfig",
     "ProviderError",
     "RateLimitedError",
@@ -56,5 +41,5 @@ __all__ = [
     "TransientError",
     "ValidationError",
     "base",
-    "get_provider_class",
+    "numbers",
 ]

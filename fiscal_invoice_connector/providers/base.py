@@ -108,27 +108,6 @@ class Redactor:
         return _QUERY_SECRET_RE.sub(r"\1" + self.MASK, text)
 
 
-class _QuerySecretFilter(logging.Filter):
-    """urllib3 logs every request line at DEBUG, query string included; InvoiceXpress
-    puts its API key there. Mask it before any handler sees the record."""
-
-    def filter(self, record):
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
-            return True
-        masked = _QUERY_SECRET_RE.sub(r"\1" + Redactor.MASK, message)
-        if masked != message:
-            record.msg, record.args = masked, ()
-        return True
-
-
-for _name in ("urllib3.connectionpool", "urllib3.connection", "requests"):
-    _target = logging.getLogger(_name)
-    if not any(isinstance(f, _QuerySecretFilter) for f in _target.filters):
-        _target.addFilter(_QuerySecretFilter())
-
-
 # ---------------------------------------------------------------------------
 # Configuration and provider-neutral documents
 # ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal
 from urllib.parse import quote
 
 import xmltodict
@@ -37,6 +37,9 @@ from .base import (
     ValidationError,
     _error_text,
 )
+from .numbers import digits_only as _digits
+from .numbers import half_up as _money
+from .numbers import to_decimal as _decimal
 
 CENT = Decimal("0.01")
 
@@ -69,24 +72,6 @@ class DuplicateReferenceError(ValidationError):
     with ``find_by_reference`` instead of creating another one."""
 
     kind = "duplicate"
-
-
-def _money(value):
-    return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-def _digits(value):
-    return "".join(ch for ch in str(value or "") if ch.isdigit())
-
-
-def _decimal(value):
-    if value is None or isinstance(value, bool) or value == "":
-        return None
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
 
 
 def _plain(text):

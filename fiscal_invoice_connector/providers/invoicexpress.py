@@ -22,6 +22,7 @@ from .base import (
     _error_text,
     body_is_truncated,
 )
+from .numbers import plain as _money
 
 # Our document kinds -> the API's :type path segment, response root key and `type` value.
 TYPES = {
@@ -50,11 +51,6 @@ STATES = {
     "cancelled": "canceled",
     "deleted": "deleted",
 }
-
-
-def _money(value):
-    """Decimals as plain strings, never floats (IX accepts numeric strings)."""
-    return format(Decimal(value).normalize(), "f") if value is not None else None
 
 
 class InvoiceXpressProvider(FiscalProvider):

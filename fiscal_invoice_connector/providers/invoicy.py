@@ -34,7 +34,7 @@ import re
 import time
 import unicodedata
 import uuid
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 from xml.parsers.expat import ExpatError
@@ -65,6 +65,11 @@ from .base import (
     body_is_truncated,
     retry_after_seconds,
 )
+from .numbers import digits_only as _digits
+from .numbers import half_up as _money
+from .numbers import half_up_text as _fmt
+from .numbers import to_decimal as _decimal
+from .numbers import to_int as _int
 
 _logger = logging.getLogger(__name__)
 
@@ -213,59 +218,9 @@ def mask_envelope(text):
     return _ENVELOPE_SECRET_RE.sub(r"\1" + Redactor.MASK, text) if text else text
 
 
-class _EnvelopeSecretFilter(logging.Filter):
-    """zeep's transport logs whole envelopes at DEBUG: mask the keys before any handler
-    sees them. (Our transport does not call it, but other zeep users in the process might.)"""
-
-    def filter(self, record):
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
-            return True
-        masked = mask_envelope(message)
-        if masked != message:
-            record.msg, record.args = masked, ()
-        return True
-
-
-for _name in ("zeep.transports",):
-    _target = logging.getLogger(_name)
-    if not any(isinstance(f, _EnvelopeSecretFilter) for f in _target.filters):
-        _target.addFilter(_EnvelopeSecretFilter())
-
-
 # ---------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------
-
-
-def _money(value):
-    return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-def _fmt(value, places=CENT):
-    return str(Decimal(value).quantize(places, rounding=ROUND_HALF_UP))
-
-
-def _digits(value):
-    return "".join(ch for ch in str(value or "") if ch.isdigit())
-
-
-def _int(value):
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-
-
-def _decimal(value):
-    if value in (None, "") or isinstance(value, bool):
-        return None
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
 
 
 def _yes_no(value):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
 from .base import (
     AuthenticationError,
@@ -40,21 +40,11 @@ from .base import (
     ValidationError,
     _error_text,
 )
+from .numbers import plain as _plain
+from .numbers import to_decimal as _decimal
+from .numbers import to_int as _int
 
 EXEMPTION_CODES = frozenset(f"M{n:02d}" for n in range(1, 100))
-
-
-def _plain(value):
-    """A Decimal as a plain numeric string (never a float, never an exponent)."""
-    text = format(Decimal(value).normalize(), "f")
-    return "0" if text in ("-0", "") else text
-
-
-def _decimal(value):
-    try:
-        return Decimal(str(value)) if value not in (None, "") else None
-    except InvalidOperation:
-        return None
 
 
 class VendusProvider(FiscalProvider):
@@ -710,10 +700,3 @@ def _is_auth_error(response):
     return isinstance(errors, list) and any(
         isinstance(e, dict) and str(e.get("message") or "").strip().upper() == "AUTH" for e in errors
     )
-
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None

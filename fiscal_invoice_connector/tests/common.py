@@ -1,4 +1,16 @@
 from fiscal_simulators.enotas import EnotasSimulator
+from fiscal_simulators.harness import (
+    API_KEY,
+    ENOTAS_COMPANY,
+    INVOICY_COMPANY_CNPJ,
+    EnotasAdapter,
+    InvoiceXpressAdapter,
+    InvoicyAdapter,
+    VendusAdapter,
+    br_customer_vals,
+    br_service_vals,
+    pt_customer_vals,
+)
 from fiscal_simulators.invoicexpress import InvoiceXpressSimulator
 from fiscal_simulators.invoicy import InvoicySimulator
 from fiscal_simulators.vendus import VendusSimulator
@@ -8,106 +20,7 @@ from odoo.tests import HttpCase, tagged
 
 from odoo.addons.sale.tests.common import TestSaleCommon
 
-API_KEY = "ix-test-key-4f9c2a7d1e"
-ENOTAS_COMPANY = "5b0c7d1e-2f3a-4b5c-8d9e-0f1a2b3c4d5e"
-
-
-class SimulatorAdapter:
-    """What a test needs to know of one provider's simulator, in neutral words:
-    the documents at the provider carrying our reference, and their state."""
-
-    def __init__(self, sim):
-        self.sim = sim
-
-    def docs_for(self, reference):
-        raise NotImplementedError
-
-    def status(self, remote):  # final | draft | pending | rejected | canceled
-        raise NotImplementedError
-
-    def all_docs(self):
-        raise NotImplementedError
-
-
-class InvoiceXpressAdapter(SimulatorAdapter):
-    def receipts(self):
-        return list(self.sim.receipts.values())
-
-    def is_credit_note(self, remote):
-        return remote["type"] == "CreditNote"
-
-    def credited_original(self, remote):
-        return str(remote.get("owner_invoice_id"))
-
-    def docs_for(self, reference):
-        return [d for d in self.sim.documents.values() if reference in (d.get("reference") or "")]
-
-    def all_docs(self):
-        return list(self.sim.documents.values())
-
-    def status(self, remote):
-        return {"settled": "final"}.get(remote["status"], remote["status"])
-
-
-class VendusAdapter(SimulatorAdapter):
-    def receipts(self):
-        return [d for d in self.sim.documents.values() if d["type"] == "RG"]
-
-    def is_credit_note(self, remote):
-        return remote["type"] == "NC"
-
-    def credited_original(self, remote):
-        numbers = {self.sim.documents[line["_source"][0]]["number"] for line in remote["_lines"] if "_source" in line}
-        return next(iter(numbers)) if len(numbers) == 1 else numbers
-
-    def docs_for(self, reference):
-        return [d for d in self.sim.documents.values() if d.get("external_reference") == reference]
-
-    def all_docs(self):
-        return list(self.sim.documents.values())
-
-    def status(self, remote):
-        return {"N": "final", "A": "canceled"}.get(remote["status"]["id"], remote["status"]["id"])
-
-
-class EnotasAdapter(SimulatorAdapter):
-    def docs_for(self, reference):
-        return self.sim.find(idExterno=reference)
-
-    def all_docs(self):
-        return self.sim.find()
-
-    def status(self, remote):
-        return {"Autorizada": "final", "Cancelada": "canceled", "Negada": "rejected"}.get(remote["status"], "pending")
-
-    def hold(self):
-        """The municipality takes its time: nothing is decided until release()."""
-        self.sim.authorization_delay = None
-
-    def release(self):
-        self.sim.authorization_delay = 0
-        for note in self.sim.find():
-            if self.status(note) == "pending":
-                self.sim.complete(note["id"])
-
-
-class InvoicyAdapter(SimulatorAdapter):
-    def docs_for(self, reference):
-        remote = self.sim.find(reference)
-        return [remote] if remote else []
-
-    def all_docs(self):
-        return [self.sim.find(key) for key in list(self.sim.documents)]
-
-    def status(self, remote):
-        return {"authorized": "final"}.get(remote["status"], remote["status"])
-
-    def hold(self):
-        self.sim.authorization_delay = 3600
-
-    def release(self):
-        self.sim.authorize_pending()
-        self.sim.authorization_delay = 0
+__all__ = ["API_KEY", "ENOTAS_COMPANY", "FiscalTestCommon"]
 
 
 @tagged("post_install", "-at_install")
@@ -175,18 +88,7 @@ class FiscalTestCommon(TestSaleCommon):
 
     @classmethod
     def _pt_customer(cls):
-        return cls.env["res.partner"].create(
-            {
-                "name": "Tasca do Bairro, Lda",
-                "is_company": True,
-                "vat": "PT508000009",
-                "street": "Rua Augusta 120",
-                "city": "Lisboa",
-                "zip": "1100-053",
-                "country_id": cls.env.ref("base.pt").id,
-                "email": "contabilidade@tasca.example",
-            }
-        )
+        return cls.env["res.partner"].create(pt_customer_vals(cls.env))
 
     @classmethod
     def _setup_invoicexpress(cls):
@@ -251,32 +153,11 @@ class FiscalTestCommon(TestSaleCommon):
 
     @classmethod
     def _br_customer(cls):
-        return cls.env["res.partner"].create(
-            {
-                "name": "Ana Souza",
-                "vat": "386.186.997-72",
-                "street": "Rua Sergipe",
-                "fiscal_street_number": "1014",
-                "fiscal_district": "Savassi",
-                "city": "Belo Horizonte",
-                "fiscal_city_code": "3106200",
-                "state_id": cls.env.ref("base.state_br_mg").id,
-                "zip": "30130-174",
-                "country_id": cls.env.ref("base.br").id,
-                "email": "ana@example.com.br",
-            }
-        )
+        return cls.env["res.partner"].create(br_customer_vals(cls.env))
 
     @classmethod
     def _br_service(cls):
-        return {
-            "service_description": "Consultoria em sistemas",
-            "service_code": "1.07",
-            "service_lc116": "1.07",
-            "iss_rate": 2.0,
-            "service_city_code": "3106200",
-            "poll_interval": 1,
-        }
+        return br_service_vals()
 
     @classmethod
     def _setup_invoicy(cls):
@@ -284,7 +165,7 @@ class FiscalTestCommon(TestSaleCommon):
             InvoicySimulator(
                 partner_key="pk-" + API_KEY,
                 access_key="ak-" + API_KEY,
-                company_code="11222333000181",
+                company_code=INVOICY_COMPANY_CNPJ,
                 authorization_delay=0,
             ),
             InvoicyAdapter,
@@ -298,7 +179,7 @@ class FiscalTestCommon(TestSaleCommon):
                 "base_url": cls.sim.base_url,
                 "api_key": "pk-" + API_KEY,
                 "access_key": "ak-" + API_KEY,
-                "company_ref": "11222333000181",
+                "company_ref": INVOICY_COMPANY_CNPJ,
                 "issuer_municipal_registration": "12345",
                 "trigger": "order_confirm",
                 **cls._br_service(),

@@ -20,7 +20,6 @@ from odoo.exceptions import UserError
 from odoo.tests import tagged
 from odoo.tests.common import _super_send
 
-from ..providers import get_provider_class
 from .common import API_KEY, FiscalTestCommon
 
 _logger = logging.getLogger(__name__)
@@ -115,7 +114,7 @@ class FaultStormCases:
         test = self
         # Steps are hooked on the provider class: whatever path runs the calls (one by one, or
         # the concurrent pipeline in its threads), the hook runs just before the step's requests.
-        cls = get_provider_class(self.provider)
+        cls = self.account._get_provider_class()
         for step in STEPS:
             if hasattr(cls, step):
                 self.patch(cls, step, self._hooked(step, getattr(cls, step)))

@@ -1,1 +1,7 @@
-from . import fiscal_backfill_wizard, fiscal_cancel_wizard, fiscal_issue_wizard, fiscal_reconciliation
+from . import (
+    fiscal_backfill_wizard,
+    fiscal_cancel_wizard,
+    fiscal_issue_wizard,
+    fiscal_reconciliation,
+    fiscal_reconciliation_line,
+)

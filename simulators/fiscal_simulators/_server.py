@@ -33,7 +33,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote_plus
@@ -619,3 +619,26 @@ def json_decimal(value):
     except InvalidOperation:
         return None
     return number if number.is_finite() else None
+
+
+# Number helpers of the simulators. The addon has its own (fiscal_invoice_connector/providers/
+# numbers.py) and these are NOT imported from there on purpose: a simulator plays the other side
+# of the contract, and an arithmetic bug shared by a client and its simulator would make both
+# agree and stay invisible. Each side computes on its own; the tests compare them.
+CENT = Decimal("0.01")
+
+
+def cents(value):
+    """Half-up to the cent, as the services round amounts."""
+    return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def plain(value):
+    """A Decimal as a plain numeric string (no exponent, no trailing zeros, never ``-0``)."""
+    text = format(Decimal(value).normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def digits_only(value):
+    """The digits of a tax id or a code (``None``: ``""``)."""
+    return "".join(ch for ch in (str(value).strip() if value is not None else "") if ch.isdigit())

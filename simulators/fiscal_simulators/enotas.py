@@ -54,12 +54,13 @@ import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import unquote
 
 from stdnum.br import cnpj, cpf
 
 from ._server import Reply, SimResponse, SimulatorServer, build_pdf, serve_until_signal
+from ._server import json_decimal as _decimal
 
 _logger = logging.getLogger(__name__)
 
@@ -112,21 +113,6 @@ def _now_iso():
 
 def _text(value):
     return str(value).strip() if value is not None else ""
-
-
-def _decimal(value):
-    """A number from JSON (int, float or numeric string), else None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
-
-
-def _digits(value):
-    return "".join(ch for ch in _text(value) if ch.isdigit())
 
 
 def _parse_date(value):

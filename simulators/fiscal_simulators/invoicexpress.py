@@ -29,7 +29,7 @@ import re
 import sys
 from datetime import date as date_cls
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from ._server import (
     Reply,
@@ -42,6 +42,7 @@ from ._server import (
     saft_printed_hash,
     serve_until_signal,
 )
+from ._server import cents as _money
 
 # plural path segment -> (singular root key of responses, "type" value, ATCUD validation code).
 # A validation code is what the AT returns when the series is registered (8 chars);
@@ -80,10 +81,6 @@ _TYPES_RE = "|".join(DOCUMENT_TYPES)
 
 MSG_INVALID_STATE = "Invalid state"
 MSG_NOT_FOUND = "Not found"
-
-
-def _money(value):
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def _parse_date(value):

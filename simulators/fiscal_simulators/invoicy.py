@@ -49,7 +49,6 @@ import threading
 import time
 import urllib.request
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from lxml import etree
@@ -57,6 +56,7 @@ from stdnum.br import cnpj as cnpj_rules
 from stdnum.br import cpf as cpf_rules
 
 from ._server import SimResponse, SimulatorServer, build_pdf, serve_until_signal
+from ._server import json_decimal as _decimal
 
 _logger = logging.getLogger(__name__)
 
@@ -128,14 +128,6 @@ def q(tag):
 
 def _text(element, path):
     return (element.findtext(path) or "").strip() if element is not None else ""
-
-
-def _decimal(value):
-    try:
-        number = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() else None
 
 
 def _xml(tag, children):

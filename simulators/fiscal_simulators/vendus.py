@@ -48,7 +48,7 @@ import sys
 import time
 from datetime import date as date_cls
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from ._server import (
     Reply,
@@ -61,6 +61,8 @@ from ._server import (
     saft_printed_hash,
     serve_until_signal,
 )
+from ._server import cents as _money
+from ._server import plain as _plain
 
 PREFIX = r"(?:/ws/v1\.1)?"
 DOCUMENT_TYPES = {
@@ -107,17 +109,8 @@ MSG_BAD_JSON = "JSON inválido"
 MSG_RATE = "Excedeu o limite de pedidos. Tente novamente mais tarde."
 
 
-def _money(value):
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
 def _fmt(value):
     return str(_money(Decimal(value)))
-
-
-def _plain(value):
-    text = format(Decimal(value).normalize(), "f")
-    return "0" if text in ("-0", "") else text
 
 
 def _text(value):

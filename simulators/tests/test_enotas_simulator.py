@@ -15,7 +15,7 @@ import pytest
 import requests
 from fiscal_simulators.enotas import DEMO_COMPANY_ID, EnotasSimulator
 
-from providers.enotas import parse_nfse_xml
+from odoo.addons.fiscal_invoice_connector.providers.enotas import parse_nfse_xml
 
 KEY = "demo-key"
 COMPANY = "5a0c3e9b-7f21-4d88-a6b4-1e2f3c4d5e6f"

@@ -24,7 +24,7 @@ import zeep
 from fiscal_simulators.invoicy import WSDL_FILE, InvoicySimulator
 from lxml import etree
 
-from providers.invoicy import InvoicyProvider
+from odoo.addons.fiscal_invoice_connector.providers.invoicy import InvoicyProvider
 
 PK = "PK-sim-Parceiro+abc=="
 AK = "AK-sim-acesso-0123456789abcdef"
