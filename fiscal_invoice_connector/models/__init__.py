@@ -14,4 +14,10 @@ from . import (
     account_partial_reconcile,
     res_config_settings,
     fiscal_mass_action,
+    product_template,
+    res_partner_nfse,
+    account_tax_nfse,
+    fiscal_provider_account_nfse,
+    fiscal_mapping_nfse,
+    fiscal_document_nfse,
 )
