@@ -192,6 +192,14 @@ class FiscalMapping(models.AbstractModel):
         """One service per note: the lines' codes must agree; the reform fields of a regime that needs
         them are checked per product, naming it."""
         account = doc.account_id
+        if not account.tax_regime:
+            raise UserError(
+                self.env._(
+                    "Cannot issue the NFS-e: the fiscal account %s has no tax regime (Simples Nacional, MEI, Lucro "
+                    "Presumido or Lucro Real). Set it on the account: it decides what the note must declare.",
+                    account.name,
+                )
+            )
         groups = {}
         missing = []
         for row in rows:

@@ -57,8 +57,7 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from urllib.parse import unquote
 
-from stdnum.br import cnpj, cpf
-
+from ._brazil import cnpj_is_valid, cpf_is_valid
 from ._server import Reply, SimResponse, SimulatorServer, build_pdf, serve_until_signal
 
 _logger = logging.getLogger(__name__)
@@ -532,9 +531,11 @@ class EnotasSimulator(SimulatorServer):
         person = client.get("tipoPessoa")
         if not tax_id:
             errors.append((CODE_REQUIRED, "cliente.cpfCnpj é obrigatório"))
-        elif not tax_id.isdigit() or len(tax_id) not in (11, 14):
-            errors.append((CODE_INVALID, "cliente.cpfCnpj deve conter apenas os 11 (CPF) ou 14 (CNPJ) dígitos"))
-        elif not (cpf.is_valid(tax_id) if len(tax_id) == 11 else cnpj.is_valid(tax_id)):
+        elif not tax_id.isalnum() or len(tax_id) not in (11, 14) or (len(tax_id) == 11 and not tax_id.isdigit()):
+            errors.append(
+                (CODE_INVALID, "cliente.cpfCnpj deve conter apenas os 11 (CPF) ou 14 (CNPJ, alfanumérico) caracteres")
+            )
+        elif not (cpf_is_valid(tax_id) if len(tax_id) == 11 else cnpj_is_valid(tax_id)):
             errors.append((CODE_INVALID, f"cliente.cpfCnpj inválido: {tax_id}"))
         elif person not in ("F", "J"):
             errors.append((CODE_INVALID, "cliente.tipoPessoa deve ser F ou J"))

@@ -53,9 +53,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
 from lxml import etree
-from stdnum.br import cnpj as cnpj_rules
-from stdnum.br import cpf as cpf_rules
 
+from ._brazil import cnpj_is_valid, cpf_is_valid
 from ._server import SimResponse, SimulatorServer, build_pdf, serve_until_signal
 
 _logger = logging.getLogger(__name__)
@@ -762,7 +761,7 @@ class InvoicySimulator(SimulatorServer):
             problems.append("Tomador não informado")
         else:
             cnpj, cpf = _text(taker, "TomaCNPJ"), _text(taker, "TomaCPF")
-            if not ((cnpj and cnpj_rules.is_valid(cnpj)) or (cpf and cpf_rules.is_valid(cpf))):
+            if not ((cnpj and cnpj_is_valid(cnpj)) or (cpf and cpf_is_valid(cpf))):
                 problems.append("CPF/CNPJ do tomador inválido")
             if not _text(taker, "TomaRazaoSocial"):
                 problems.append("TomaRazaoSocial não informada")
