@@ -109,7 +109,7 @@ class FiscalMapping(models.AbstractModel):
         digits = currency.decimal_places
         details = {base_line["record"]: base_line for base_line in self._nfse_base_lines(record)}
         lines, problems = [], []
-        services = discounts = Decimal(0)
+        services = Decimal(0)
         withheld = {}
         for row in rows:
             quantity = row.quantity if row._name == "account.move.line" else row.product_uom_qty
@@ -124,7 +124,6 @@ class FiscalMapping(models.AbstractModel):
             unit_price = self._unit_price(price_unit, quantity, discount, subtotal, none, 0, digits)
             gross = _cents(quantity * unit_price, digits)
             services += gross
-            discounts += gross - subtotal
             for tax_data in details[row]["tax_details"]["taxes_data"] if row in details else []:
                 tax = tax_data["tax"]
                 kind = tax.fiscal_nfse_withholding
@@ -162,6 +161,12 @@ class FiscalMapping(models.AbstractModel):
             raise UserError(
                 self.env._("Cannot issue the NFS-e: %s. Fix the taxes, then retry.", "; ".join(dict.fromkeys(problems)))
             )
+        # The base is Odoo's untaxed amount: with taxes rounded globally it may differ by a cent from the
+        # sum of the rounded lines; the unconditional discount absorbs it (never below zero).
+        base = _cents(_d(record.amount_untaxed, digits), digits)
+        discounts = services - base
+        if discounts < 0:
+            services, discounts = base, Decimal(0)
         return lines, brazil.NfseAmounts(services=services, discounts=discounts, iss_rate=Decimal(0), withheld=withheld)
 
     # ------------------------------------------------------------------ service
@@ -292,7 +297,9 @@ class FiscalMapping(models.AbstractModel):
             raise UserError(
                 self.env._(
                     "Cannot issue the NFS-e: the ISS withholding tax of %(record)s (%(odoo)s) is not the note's ISS "
-                    "(%(rate)s %% of %(base)s = %(iss)s). Use an ISS withholding tax of the service's ISS rate.",
+                    "(%(rate)s %% of %(base)s = %(iss)s). Use an ISS withholding tax of the service's ISS rate; a "
+                    "difference of a cent comes from rounding per line: the municipality computes the ISS on the "
+                    "total, so set the company's tax rounding to “Round Globally”.",
                     record=record.display_name,
                     odoo=in_odoo,
                     rate=f"{service.iss_rate:f}".rstrip("0").rstrip("."),
