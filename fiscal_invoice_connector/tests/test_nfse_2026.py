@@ -218,6 +218,20 @@ class Nfse2026Cases:
         with self.assertRaisesRegex(UserError, "does not take the motive"):
             self._wizard(doc, "Nota emitida em duplicidade", motive=motive).action_cancel()
 
+    def test_the_refund_dialog_shows_what_cancelling_the_note_allows(self):
+        order = self.confirm(self.make_order(qty=1))
+        self.issued(order)
+        invoice = self.invoice_and_post(order)
+        reversal = (
+            self.env["account.move.reversal"]
+            .with_context(active_model="account.move", active_ids=invoice.ids)
+            .create({"reason": "Cliente desistiu", "journal_id": invoice.journal_id.id})
+        )
+        rules = reversal.fiscal_cancellation_rules
+        self.assertIn("has no credit note", rules)
+        self.assertIn("15", rules)
+        self.assertIn("asynchronous" if self.provider == "enotas" else "E-Nota", rules)
+
     # -- 6. alphanumeric CNPJ ----------------------------------------------------------
     def test_an_alphanumeric_cnpj_is_accepted_and_a_wrong_one_refused(self):
         customer = self.company_customer.copy({"vat": ALPHANUMERIC_CNPJ})
