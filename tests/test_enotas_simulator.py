@@ -221,7 +221,10 @@ def test_validation_errors_are_400_with_the_error_array(sim, overrides, message)
 @pytest.mark.parametrize(
     "client_overrides, message",
     [
-        ({"cpfCnpj": "386.186.997-72"}, "cliente.cpfCnpj deve conter apenas os 11 (CPF) ou 14 (CNPJ) dígitos"),
+        (
+            {"cpfCnpj": "386.186.997-72"},
+            "cliente.cpfCnpj deve conter apenas os 11 (CPF) ou 14 (CNPJ, alfanumérico) caracteres",
+        ),
         ({"cpfCnpj": "38618699700"}, "cliente.cpfCnpj inválido: 38618699700"),
         ({"tipoPessoa": "J"}, "cliente.tipoPessoa não corresponde ao cpfCnpj"),
         ({"nome": " "}, "cliente.nome é obrigatório"),

@@ -13,8 +13,9 @@ REFORM_HELP = {
 }
 
 
-class ProductCategory(models.Model):
-    _inherit = "product.category"
+class FiscalNfseReformMixin(models.AbstractModel):
+    _name = "fiscal.nfse.reform.mixin"
+    _description = "NFS-e reform fields (2026)"
 
     fiscal_national_code = fields.Char("National service code", help=REFORM_HELP["fiscal_national_code"])
     fiscal_nbs_code = fields.Char("NBS code", help=REFORM_HELP["fiscal_nbs_code"])
@@ -22,17 +23,17 @@ class ProductCategory(models.Model):
     fiscal_operation_indicator = fields.Char(
         "IBS/CBS operation indicator", help=REFORM_HELP["fiscal_operation_indicator"]
     )
+
+
+class ProductCategory(models.Model):
+    _name = "product.category"
+    _inherit = ["product.category", "fiscal.nfse.reform.mixin"]
 
 
 class ProductTemplate(models.Model):
-    _inherit = "product.template"
+    _name = "product.template"
+    _inherit = ["product.template", "fiscal.nfse.reform.mixin"]
 
-    fiscal_national_code = fields.Char("National service code", help=REFORM_HELP["fiscal_national_code"])
-    fiscal_nbs_code = fields.Char("NBS code", help=REFORM_HELP["fiscal_nbs_code"])
-    fiscal_reform_class = fields.Char("IBS/CBS classification", help=REFORM_HELP["fiscal_reform_class"])
-    fiscal_operation_indicator = fields.Char(
-        "IBS/CBS operation indicator", help=REFORM_HELP["fiscal_operation_indicator"]
-    )
     fiscal_nfse_missing = fields.Char(
         "Missing for the NFS-e",
         compute="_compute_fiscal_nfse_missing",
