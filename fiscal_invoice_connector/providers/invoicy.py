@@ -358,9 +358,10 @@ class InvoicyProvider(FiscalProvider):
     ``CnpjEmissor``), ``municipal_registration`` (IM of the company), ``city_code`` (its
     IBGE municipality, the default place of service), ``rps_series`` (a series registered
     in InvoiCy; empty = the company's default), ``nat_op`` (natureza da operação, default
-    1), ``simples_nacional`` / ``cultural_incentive`` (booleans), ``special_regime``
-    (RegEspTrib), ``cancel_code`` (EveCodigo: 1 error in the emission, 2 service not
-    rendered, 4 duplicate; default 1), ``pdv_code`` (EmpCO, empty for web services).
+    1), ``simples_nacional`` / ``cultural_incentive`` (booleans; the service's tax regime,
+    when given, decides ``OptSN``), ``special_regime`` (RegEspTrib), ``pdv_code`` (EmpCO, empty
+    for web services). The cancellation's motive (EveCodigo: 1 error in the emission, 2 service
+    not rendered, 4 duplicate; default 1) comes with the reason (:class:`~.base.CancelReason`).
 
     ``remote_id`` is our reference (``IDUnico``). States: pending, final, rejected,
     cancel_pending, canceled, deleted.
