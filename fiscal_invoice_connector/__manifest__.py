@@ -23,6 +23,7 @@
         "views/account_move_views.xml",
         "views/account_tax_views.xml",
         "views/product_partner_views.xml",
+        "views/nfse_views.xml",
         "views/res_config_settings_views.xml",
         "views/menus.xml",
         "views/fiscal_routing_rule_views.xml",

@@ -785,6 +785,8 @@ class Bench:
         args = self.args
         count = args.other_docs
         out = []
+        from odoo import Command
+
         with self.cursor() as cr:
             env = self.env(cr)
             vendus = env["fiscal.provider.account"].create(
@@ -812,10 +814,26 @@ class Bench:
                     **br_service_vals(),
                 }
             )
+            # An NFS-e is issued in reais, for a service whose price carries no added tax.
+            brl = env.ref("base.BRL")
+            brl.active = True
+            brl_pricelist = env["product.pricelist"].create({"name": "BRL (benchmark)", "currency_id": brl.id})
+            service = env["product.product"].create(
+                {"name": "Consultoria em sistemas", "type": "service", "list_price": 100.0, "taxes_id": False}
+            )
             cr.commit()
             vendus_id, enotas_id, br_id = vendus.id, enotas.id, br.id
             Order = env["sale.order"].with_context(tracking_disable=True)
-            br_orders = Order.create([dict(v, partner_id=br_id) for v in self.order_vals(count)])
+            br_orders = Order.create(
+                [
+                    {
+                        "partner_id": br_id,
+                        "pricelist_id": brl_pricelist.id,
+                        "order_line": [Command.create({"product_id": service.id, "product_uom_qty": 1 + n % 3})],
+                    }
+                    for n in range(count)
+                ]
+            )
             br_orders.action_confirm()
             cr.commit()
             br_order_ids = br_orders.ids

@@ -252,6 +252,14 @@ SETUP_CODE = textwrap.dedent(
         "state_id": env.ref("base.state_br_mg").id, "zip": "30130-174", "country_id": env.ref("base.br").id,
         "email": "ana@example.com.br",
     })
+    # An NFS-e is issued in reais, for a service whose price carries no added tax.
+    brl = env.ref("base.BRL")
+    brl.active = True
+    brl_pricelist = env["product.pricelist"].create({"name": "BRL (fault suite)", "currency_id": brl.id})
+    service = env["product.product"].create({
+        "name": "Consultoria em sistemas", "default_code": "CONS-FS", "list_price": 100.0, "type": "service",
+        "invoice_policy": "order", "taxes_id": [Command.clear()],
+    })
     out = {"references": {}}
     plan = json.loads(os.environ["FIC_PLAN"])
     # The simulators have no budget: no pacing of the calls (where the queue paces them).
@@ -271,17 +279,20 @@ SETUP_CODE = textwrap.dedent(
                 "base_url": os.environ["FIC_ENOTAS_URL"], "api_key": os.environ["FIC_ENOTAS_KEY"],
                 "company_ref": os.environ["FIC_ENOTAS_COMPANY"], "trigger": "order_confirm",
                 "service_description": "Consultoria em sistemas", "service_code": "1.07", "service_lc116": "1.07",
-                "iss_rate": 2.0, "service_city_code": "3106200", "poll_interval": 1, **unpaced,
+                "iss_rate": 2.0, "service_city_code": "3106200", "tax_regime": "simples", "poll_interval": 1,
+                **unpaced,
             })
             customer = br
         company.fiscal_default_account_id = account
         refs = []
         for index in range(count):
+            nfse = provider != "invoicexpress"
             order = env["sale.order"].create({
                 "partner_id": customer.id,
                 "fiscal_account_id": account.id,
-                "order_line": [Command.create({"product_id": product.id, "product_uom_qty": 1 + index % 3,
-                                               "price_unit": 100.0})],
+                **({"pricelist_id": brl_pricelist.id} if nfse else {}),
+                "order_line": [Command.create({"product_id": (service if nfse else product).id,
+                                               "product_uom_qty": 1 + index % 3, "price_unit": 100.0})],
             })
             order.action_confirm()
             doc = order.fiscal_document_id

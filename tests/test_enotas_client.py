@@ -179,7 +179,8 @@ def test_create_sends_the_documented_body_with_the_raw_key(sim):
         "ambienteEmissao": "Homologacao",
         "enviarPorEmail": True,
         "dataCompetencia": "2025-01-10",
-        "valorTotal": 191.0,  # 2 x 50.50 + 100 - 10 %
+        "valorTotal": 201.0,  # the services' gross value: 2 x 50.50 + 100 ...
+        "descontos": 10.0,  # ... less the unconditional discount (10 % of 100): base 191, as InvoiCy declares
         "cliente": {
             "tipoPessoa": "F",
             "nome": "Maria Cliente",
@@ -212,7 +213,7 @@ def test_create_sends_the_documented_body_with_the_raw_key(sim):
     assert stored["id"] == note.remote_id and stored["status"] == "AguardandoAutorizacao"
 
 
-def test_production_company_customer_and_odoo_total(sim):
+def test_production_company_customer_and_service_value(sim):
     session = RecordingSession()
     client = make_client(sim, session=session, environment="production")
     doc = document(
@@ -224,7 +225,7 @@ def test_production_company_customer_and_odoo_total(sim):
     client.create(doc)
     (body,) = session.bodies()
     assert body["ambienteEmissao"] == "Producao"
-    assert body["valorTotal"] == 100.0  # Odoo's total wins, rounded half-up to cents
+    assert body["valorTotal"] == 101.0  # the service value (2 x 50.50), not the net total Odoo checks against
     assert body["cliente"]["tipoPessoa"] == "J" and body["cliente"]["cpfCnpj"] == "11222333000181"
     assert body["cliente"]["inscricaoMunicipal"] == "998877"
     assert body["servico"]["issRetidoFonte"] is True
@@ -360,7 +361,7 @@ def test_cancel_is_pending_then_canceled(sim):
     assert parse_nfse_xml(client.fetch_xml("invoice", final.remote_id))["canceled"] is True
     # Canceling again is a no-op answered from the state, not a second DELETE.
     sim.requests.clear()
-    assert client.cancel("invoice", final.remote_id, "again").state == "canceled"
+    assert client.cancel("invoice", final.remote_id, "Serviço não prestado").state == "canceled"
     assert [r["method"] for r in sim.requests] == ["GET"]
 
 
@@ -368,13 +369,13 @@ def test_cancellation_denied_carries_the_reason(sim):
     sim.deny_cancellation = True
     client = make_client(sim)
     final = authorized(client, document(), sim)
-    client.cancel("invoice", final.remote_id, "Erro")
+    client.cancel("invoice", final.remote_id, "Erro na emissão da nota")
     sim.complete(final.remote_id)
     denied = client.fetch_status("invoice", final.remote_id)
     assert denied.state == "cancel_denied" and "prazo" in denied.message
     # The note is still authorized: a new request may be made.
     sim.deny_cancellation = False
-    assert client.cancel("invoice", final.remote_id, "Erro").state == "cancel_pending"
+    assert client.cancel("invoice", final.remote_id, "Erro na emissão da nota").state == "cancel_pending"
     sim.complete(final.remote_id)
     assert client.fetch_status("invoice", final.remote_id).state == "canceled"
 
@@ -386,7 +387,7 @@ def test_cancel_of_a_pending_or_rejected_note_is_an_invalid_state(sim, complete_
     if complete_first:
         sim.complete(note.remote_id)  # Negada
     sim.requests.clear()
-    raised(InvalidStateError, client.cancel, "invoice", note.remote_id, "x")
+    raised(InvalidStateError, client.cancel, "invoice", note.remote_id, "Erro na emissão da nota")
     assert [r["method"] for r in sim.requests] == ["GET"]
 
 
@@ -394,9 +395,9 @@ def test_lost_cancel_answer_is_reconciled(sim):
     client = make_client(sim)
     final = authorized(client, document(), sim)
     sim.inject("reset", method="DELETE", when="after")
-    raised(TransientError, client.cancel, "invoice", final.remote_id, "x")
+    raised(TransientError, client.cancel, "invoice", final.remote_id, "Erro na emissão da nota")
     assert sim.notes[final.remote_id]["status"] == "SolicitandoCancelamento"  # the service did it
-    assert client.cancel("invoice", final.remote_id, "x").state == "cancel_pending"
+    assert client.cancel("invoice", final.remote_id, "Erro na emissão da nota").state == "cancel_pending"
     assert len([r for r in sim.requests if r["method"] == "DELETE"]) == 1
 
 
@@ -454,10 +455,19 @@ def test_reference_used_in_the_other_environment_is_a_duplicate_not_ours(sim):
 
 def test_other_validation_errors_are_not_duplicates(sim):
     client = make_client(sim)
-    error = raised(ValidationError, client.create, document(svc=service(iss_rate=Decimal("7"))))
+    error = raised(ValidationError, client.create, document(svc=service(city_code="310620")))
     assert not isinstance(error, DuplicateReferenceError)
-    assert error.status == 400 and "aliquotaIss" in str(error)
-    assert error.details == [{"codigo": "CampoInvalido", "mensagem": "servico.aliquotaIss deve estar entre 0 e 5"}]
+    assert error.status == 400 and "municipioPrestacaoServico" in str(error)
+    message = "servico.municipioPrestacaoServico deve ser o código IBGE (7 dígitos)"
+    assert error.details == [{"codigo": "CampoInvalido", "mensagem": message}]
+
+
+def test_an_iss_rate_outside_the_legal_range_is_refused_before_sending(sim):
+    client = make_client(sim)
+    for rate in ("1.5", "7"):
+        error = raised(ValidationError, client.create, document(svc=service(iss_rate=Decimal(rate))))
+        assert "2 % to 5 %" in str(error) and error.status is None
+    assert sim.notes == {}
 
 
 # ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from lxml import etree
 from odoo.addons.fiscal_invoice_connector.providers import invoicy
 from odoo.addons.fiscal_invoice_connector.providers.base import (
     AuthenticationError,
+    CancelReason,
     FiscalDocumentData,
     FiscalLine,
     FiscalParty,
@@ -113,6 +114,7 @@ def service(**overrides):
         "lc116_item": "1.07",
         "iss_rate": Decimal("5"),
         "city_code": "3550308",
+        "tax_regime": "simples",
     }
     values.update(overrides)
     return FiscalService(**values)
@@ -545,7 +547,7 @@ def test_cancel_an_authorized_note(sim):
     assert stored["status"] == "canceled" and stored["cancel_reason"] == "Servico nao prestado ao cliente"
     assert client.fetch_status("invoice", final.remote_id).state == "canceled"
     count = len(posts(sim))
-    assert client.cancel("invoice", final.remote_id, "again").state == "canceled"
+    assert client.cancel("invoice", final.remote_id, "Serviço não prestado").state == "canceled"
     assert len(posts(sim)) == count + 1  # one consultation, no second event
     assert client.fetch_pdf("invoice", final.remote_id).startswith(b"%PDF")  # the canceled note's PDF
 
@@ -554,9 +556,9 @@ def test_cancel_pending_at_the_municipality(sim):
     sim.cancel_delay = 5
     client = make_client(sim, cancel_code="2")
     final = issued(sim, client)
-    assert client.cancel("invoice", final.remote_id, "Duplicada").state == "cancel_pending"
+    assert client.cancel("invoice", final.remote_id, "Nota emitida em duplicidade").state == "cancel_pending"
     assert client.fetch_status("invoice", final.remote_id).state == "cancel_pending"
-    assert client.cancel("invoice", final.remote_id, "Duplicada").state == "cancel_pending"
+    assert client.cancel("invoice", final.remote_id, "Nota emitida em duplicidade").state == "cancel_pending"
     sim.authorize_pending()
     assert client.fetch_status("invoice", final.remote_id).state == "canceled"
 
@@ -564,19 +566,20 @@ def test_cancel_pending_at_the_municipality(sim):
 def test_cancel_of_a_note_not_yet_authorized_is_an_invalid_state(sim):
     client = make_client(sim)
     client.create(document())
-    raised(InvalidStateError, client.cancel, "invoice", "INV/2025/0001", "Erro")
+    raised(InvalidStateError, client.cancel, "invoice", "INV/2025/0001", "Erro na emissão da nota")
     assert sim.find("INV/2025/0001")["status"] == "pending"
 
 
 def test_cancel_needs_a_reason_and_a_valid_code_before_any_request(sim):
     client = make_client(sim)
     raised(ValidationError, client.cancel, "invoice", "INV/1", "  ")
-    raised(ValidationError, make_client(sim, cancel_code="3").cancel, "invoice", "INV/1", "Erro")
+    raised(ValidationError, client.cancel, "invoice", "INV/1", "Erro")  # under 15 characters
+    raised(ValidationError, client.cancel, "invoice", "INV/1", CancelReason("Erro na emissão da nota", "9"))
     assert sim.requests == []
 
 
 def test_cancel_of_an_unknown_note_is_not_found(sim):
-    raised(NotFoundError, make_client(sim).cancel, "invoice", "INV/NOPE", "Erro")
+    raised(NotFoundError, make_client(sim).cancel, "invoice", "INV/NOPE", "Erro na emissão da nota")
 
 
 def test_cancel_refused_by_the_municipality_is_an_invalid_state(sim, monkeypatch):
@@ -586,7 +589,7 @@ def test_cancel_refused_by_the_municipality_is_an_invalid_state(sim, monkeypatch
     monkeypatch.setattr(
         client, "build_cancelamento", lambda *a: original(*a).replace("<NFSeNumero>1<", "<NFSeNumero>9<")
     )
-    error = raised(InvalidStateError, client.cancel, "invoice", final.remote_id, "Erro")
+    error = raised(InvalidStateError, client.cancel, "invoice", final.remote_id, "Erro na emissão da nota")
     assert "NFSeNumero" in str(error) and error.code == 999
     assert sim.find(final.remote_id)["status"] == "authorized"
 
@@ -601,7 +604,7 @@ def test_the_wsdl_is_never_fetched_at_run_time(sim):
     assert client.endpoint == sim.endpoint_url
     issued(sim, client)
     client.fetch_pdf("invoice", "INV/2025/0001")
-    client.cancel("invoice", "INV/2025/0001", "Erro")
+    client.cancel("invoice", "INV/2025/0001", "Erro na emissão da nota")
     assert sim.wsdl_requests == 0
     assert all(r["method"] == "POST" and r["path"] == "/arecepcao.aspx" for r in sim.requests)
     with pytest.raises(RuntimeError):

@@ -7,6 +7,7 @@ from . import (
     fiscal_document_attempt,
     fiscal_mapping,
     fiscal_source_mixin,
+    fiscal_nfse_reform_mixin,
     product_category,
     product_template,
     res_partner,
@@ -18,4 +19,9 @@ from . import (
     res_config_settings,
     fiscal_mass_action,
     ir_websocket,
+    res_partner_nfse,
+    account_tax_nfse,
+    fiscal_provider_account_nfse,
+    fiscal_mapping_nfse,
+    fiscal_document_nfse,
 )

@@ -707,9 +707,7 @@ class FiscalDocument(models.Model):
         client.prepare(data)  # customer and items: idempotent, no fiscal document
         if self.mode == "data_only":
             self.write({"state": "registered"})
-            self._post_on_sources(
-                self.env._("Customer data sent to %s (no fiscal document requested).", self.account_id.name)
-            )
+            self._post_on_sources(self._data_only_message(client))
             return False
         if not resend and self.create_sent and "find_by_reference" in client.capabilities:
             # A create may have reached the provider before a crash or timeout: look first.
@@ -834,7 +832,7 @@ class FiscalDocument(models.Model):
         if self.remote_state == "cancel_pending":
             remote = client.fetch_status(self.document_type, self.remote_id)  # asynchronous cancellation
         else:
-            remote = client.cancel(self.document_type, self.remote_id, self.cancel_reason or "")
+            remote = client.cancel(self.document_type, self.remote_id, self._provider_cancel_reason())
         self._store_remote(remote)
         if remote.state == "cancel_pending":
             return True

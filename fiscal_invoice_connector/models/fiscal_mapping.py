@@ -27,7 +27,7 @@ from stdnum import get_cc_module
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
-from ..providers import FiscalDocumentData, FiscalLine, FiscalParty, FiscalPayment, FiscalService
+from ..providers import FiscalDocumentData, FiscalLine, FiscalParty, FiscalPayment
 from ..providers.numbers import from_float as _d
 from ..providers.numbers import half_up as _cents
 from ..providers.numbers import vat_tax_name
@@ -62,6 +62,8 @@ class FiscalMapping(models.AbstractModel):
 
     @api.model
     def _document_data(self, doc):
+        if self._is_nfse(doc):
+            return self._nfse_document_data(doc)  # Brazil: models/fiscal_mapping_nfse.py
         if doc.move_id:
             lines, record = self._lines_from_move(doc.move_id), doc.move_id
             # A draft invoice (policy "on invoice creation") has no date yet: today.
@@ -96,7 +98,6 @@ class FiscalMapping(models.AbstractModel):
             reason=doc.cancel_reason or None,
             expected_total=_d(record.amount_total, record.currency_id.decimal_places),
             send_email=doc.send_email,
-            service=self._service(doc, record),
             payments=self._payments(doc, record, date),
         )
 
@@ -167,30 +168,6 @@ class FiscalMapping(models.AbstractModel):
                     if row.product_id == odoo_line.product_id:
                         line.related_row = index
                         break
-
-    @api.model
-    def _service(self, doc, record):
-        """The NFS-e service: the first product line's settings, then its category's, then the
-        account's defaults. Only providers issuing service notes use it."""
-        account = doc.account_id
-        lines = record.invoice_line_ids if record._name == "account.move" else record.order_line
-        product = lines.filtered(lambda ln: ln.product_id)[:1].product_id
-        template, category = product.product_tmpl_id, product.categ_id
-
-        def pick(name, default):
-            return template[name] or category[name] or default
-
-        descriptions = [ln.name for ln in lines if ln.product_id and ln.name]
-        return FiscalService(
-            description=pick("fiscal_service_description", account.service_description)
-            or "; ".join(descriptions)[:2000],
-            municipal_code=pick("fiscal_service_code", account.service_code) or None,
-            lc116_item=pick("fiscal_service_lc116", account.service_lc116) or None,
-            cnae=pick("fiscal_service_cnae", account.service_cnae) or None,
-            iss_rate=_d(pick("fiscal_iss_rate", account.iss_rate), 4),
-            iss_withheld=account.iss_withheld,
-            city_code=account.service_city_code or None,
-        )
 
     @api.model
     def _party(self, partner, company):

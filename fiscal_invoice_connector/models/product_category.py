@@ -2,7 +2,8 @@ from odoo import fields, models
 
 
 class ProductCategory(models.Model):
-    _inherit = "product.category"
+    _name = "product.category"
+    _inherit = ["product.category", "fiscal.nfse.reform.mixin"]
 
     fiscal_service_description = fields.Char("NFS-e service description")
     fiscal_service_code = fields.Char("Municipal service code", help="NFS-e: código de serviço do município.")

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 import requests
@@ -171,6 +171,14 @@ class FiscalService:
     iss_rate: Decimal = Decimal("0")  # percent
     iss_withheld: bool = False
     city_code: str | None = None  # IBGE code of the place of service
+    # The 2026 national standard and tax reform (providers/brazil.py checks them per regime).
+    national_code: str | None = None  # código de tributação nacional (cTribNac), 6 digits
+    nbs_code: str | None = None  # Nomenclatura Brasileira de Serviços, 9 digits
+    reform_class: str | None = None  # IBS/CBS classificação tributária (cClassTrib), 6 digits
+    operation_indicator: str | None = None  # IBS/CBS indicador da operação (cIndOp), 6 digits
+    tax_regime: str | None = None  # brazil.REGIMES: simples, mei, presumido, real
+    # The note's amounts as Odoo computed them (brazil.NfseAmounts); None: computed from the lines.
+    amounts: object = None
 
 
 @dataclass
@@ -240,10 +248,24 @@ class FiscalDocumentData:
     send_email: bool = False  # ask the provider to email the customer (eNotas: enviarPorEmail)
     service: FiscalService | None = None  # service invoices (NFS-e)
     payments: list = field(default_factory=list)  # FiscalPayment, for FR/FS-type documents
+    issued_at: datetime | None = None  # the emission moment, naive, in the company's timezone (NFS-e dEmis)
 
     def __post_init__(self):
         if self.kind not in DOCUMENT_KINDS:
             raise ValueError(f"Unknown document kind {self.kind!r}")
+
+
+class CancelReason(str):
+    """A cancellation reason that may carry a motive code (NFS-e: 1 error in the emission,
+    2 service not rendered, 4 duplicate, 9 other). A plain ``str`` for every provider that only
+    takes a text; the NFS-e providers read ``motive`` too."""
+
+    motive = None
+
+    def __new__(cls, text, motive=None):
+        reason = super().__new__(cls, text or "")
+        reason.motive = motive or None
+        return reason
 
 
 @dataclass

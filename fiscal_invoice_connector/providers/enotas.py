@@ -90,6 +90,7 @@ class EnotasProvider(FiscalProvider):
     default_base_url = "https://api.enotasgw.com.br/v1"
     credential_fields = ("api_key",)
     capabilities = frozenset({"pdf", "xml", "cancel", "find_by_reference", "async"})
+    keeps_customer_records = False  # "Send data only" sends nothing: prepare() only checks
 
     # ``ambienteEmissao`` values [C].
     environment_test = "Homologacao"
@@ -118,6 +119,20 @@ class EnotasProvider(FiscalProvider):
     )
     # Fields of GET /empresas/{id} naming the company, first found wins [?].
     company_name_fields = ("nomeFantasia", "razaoSocial", "nome")
+    # Cancellation: the national standard's motive codes eNotas takes, and where the DELETE
+    # carries the motive and the justification. The v1 contract documents no body for the DELETE:
+    # both field names (a JSON body on the DELETE) are [?], to check on a live account.
+    cancel_motives = ("1", "2", "9")
+    cancel_motive_field = "codigoMotivoCancelamento"  # [?]
+    cancel_justification_field = "justificativaCancelamento"  # [?]
+    # What a user may do, shown before a refund (docs/mapping-rules.md, cancellation matrix).
+    cancellation_rules = (
+        "asynchronous: the municipality answers later (Cancelada or CancelamentoNegado)",
+        "motive 1 error in the emission, 2 service not rendered or 9 other, and a justification of at least "
+        "15 characters",
+        "the municipality may deny it (for instance after its deadline): then the note stays valid and the "
+        "customer gets a refund outside the NFS-e",
+    )
 
     def __init__(self, config, session=None):
         super().__init__(config, session)
@@ -193,15 +208,6 @@ class EnotasProvider(FiscalProvider):
         return self.environment_production if self.config.environment == "production" else self.environment_test
 
     # -- payload --------------------------------------------------------------
-    def _total(self, doc: FiscalDocumentData):
-        if doc.expected_total is not None:
-            return _money(doc.expected_total)
-        total = Decimal(0)
-        for line in doc.lines:
-            discount = Decimal(line.discount or 0)
-            total += _money(Decimal(line.quantity) * Decimal(line.unit_price) * (1 - discount / 100))
-        return _money(total)
-
     def _customer(self, doc: FiscalDocumentData):
         party = doc.partner
         tax_id = brazil.clean_tax_id(party.vat)
@@ -230,35 +236,58 @@ class EnotasProvider(FiscalProvider):
             }
         )
 
-    def _service(self, doc: FiscalDocumentData):
+    def _service(self, doc: FiscalDocumentData, amounts):
         service = doc.service
         rate = Decimal(service.iss_rate or 0)
-        return _compact(
+        values = {
+            "descricao": service.description,
+            "aliquotaIss": float(rate) if rate or self.send_zero_iss_rate else None,
+            "issRetidoFonte": bool(service.iss_withheld),
+            "codigoServicoMunicipio": service.municipal_code,
+            "itemListaServicoLC116": service.lc116_item,
+            "cnae": _digits(service.cnae) or None,
+            "municipioPrestacaoServico": _digits(service.city_code) or None,
+            "codigoTributacaoNacional": _digits(service.national_code) or None,
+            "codigoNBS": _digits(service.nbs_code) or None,
+        }
+        # Federal withholdings, as Odoo computed them (omitted when nothing is withheld).
+        for kind, name in (
+            ("pis", "valorPis"),
+            ("cofins", "valorCofins"),
+            ("csll", "valorCsll"),
+            ("inss", "valorInss"),
+            ("ir", "valorIr"),
+        ):
+            value = amounts.withholding(kind)
+            values[name] = float(_money(value)) if value else None
+        values["ibsCbs"] = _compact(
             {
-                "descricao": service.description,
-                "aliquotaIss": float(rate) if rate or self.send_zero_iss_rate else None,
-                "issRetidoFonte": bool(service.iss_withheld),
-                "codigoServicoMunicipio": service.municipal_code,
-                "itemListaServicoLC116": service.lc116_item,
-                "cnae": _digits(service.cnae) or None,
-                "municipioPrestacaoServico": _digits(service.city_code) or None,
+                "classificacaoTributaria": _digits(service.reform_class) or None,
+                "codigoIndicadorOperacao": _digits(service.operation_indicator) or None,
             }
         )
+        return _compact(values)
 
     def _payload(self, doc: FiscalDocumentData):
-        total = self._total(doc)
-        if total <= 0:
-            raise ValidationError(f"Cannot issue the NFS-e: the total must be positive (got {total}).")
+        amounts = brazil.amounts(doc)
+        if amounts.base <= 0:
+            raise ValidationError(f"Cannot issue the NFS-e: the total must be positive (got {amounts.base}).")
+        # valorTotal is the gross value of the services; the unconditional discounts travel apart, so
+        # that eNotas and InvoiCy declare the same service value, base and net value.
         payload = {
             "tipo": self.document_type,
             "idExterno": doc.reference,
             "ambienteEmissao": self.environment,
             "enviarPorEmail": bool(doc.send_email),
             "dataCompetencia": doc.date.isoformat(),
-            "valorTotal": float(total),
+            "valorTotal": float(_money(amounts.services)),
             "cliente": self._customer(doc),
-            "servico": self._service(doc),
+            "servico": self._service(doc, amounts),
         }
+        if amounts.discounts:
+            payload["descontos"] = float(_money(amounts.discounts))
+        if amounts.deductions:
+            payload["deducoes"] = float(_money(amounts.deductions))
         if doc.notes:
             payload["observacoes"] = doc.notes
         return payload
@@ -321,6 +350,10 @@ class EnotasProvider(FiscalProvider):
             # The note may exist: a retry is refused as a duplicate, then found by reference.
             raise TransientError("eNotas: unexpected answer to the emission (no nfeId)")
         return RemoteDocument(remote_id=str(nfe_id), kind=doc.kind, state="pending", reference=doc.reference, raw=data)
+
+    def prepare(self, doc: FiscalDocumentData) -> None:
+        """No customer or service records at eNotas: only the checks run (no request)."""
+        self._check(doc)
 
     def create_credit_note(self, doc: FiscalDocumentData) -> RemoteDocument:
         return self.create(doc)  # refused by _check with a clear message
@@ -385,8 +418,11 @@ class EnotasProvider(FiscalProvider):
     def cancel(self, kind, remote_id, reason) -> RemoteDocument:
         """Ask for the cancellation; the municipality answers later (state "cancel_pending").
 
-        The v1 DELETE takes no reason [?]: ``reason`` is kept on our side only.
+        ``reason`` is the justification (at least 15 characters); a :class:`~.base.CancelReason`
+        also carries the motive code (default 1, error in the emission). Both travel in the
+        DELETE's body (field names [?], see the class attributes).
         """
+        motive, justification = brazil.check_cancel_reason(reason, self.cancel_motives, self.label)
         current = self.fetch_status(kind, remote_id)
         if current.state in ("canceled", "cancel_pending"):
             return current
@@ -395,7 +431,12 @@ class EnotasProvider(FiscalProvider):
                 f"eNotas: a note in status {current.raw.get('status')} cannot be canceled (only authorized notes can)."
             )
         try:
-            self._request("DELETE", self._note_path(remote_id), expected=(200, 201, 202, 204))
+            self._request(
+                "DELETE",
+                self._note_path(remote_id),
+                json_body={self.cancel_motive_field: motive, self.cancel_justification_field: justification},
+                expected=(200, 201, 202, 204),
+            )
         except ValidationError:
             again = self.fetch_status(kind, remote_id)
             if again.state in ("canceled", "cancel_pending"):

@@ -313,9 +313,10 @@ class InvoicyProvider(FiscalProvider):
     ``CnpjEmissor``), ``municipal_registration`` (IM of the company), ``city_code`` (its
     IBGE municipality, the default place of service), ``rps_series`` (a series registered
     in InvoiCy; empty = the company's default), ``nat_op`` (natureza da operação, default
-    1), ``simples_nacional`` / ``cultural_incentive`` (booleans), ``special_regime``
-    (RegEspTrib), ``cancel_code`` (EveCodigo: 1 error in the emission, 2 service not
-    rendered, 4 duplicate; default 1), ``pdv_code`` (EmpCO, empty for web services).
+    1), ``simples_nacional`` / ``cultural_incentive`` (booleans; the service's tax regime,
+    when given, decides ``OptSN``), ``special_regime`` (RegEspTrib), ``pdv_code`` (EmpCO, empty
+    for web services). The cancellation's motive (EveCodigo: 1 error in the emission, 2 service
+    not rendered, 4 duplicate; default 1) comes with the reason (:class:`~.base.CancelReason`).
 
     ``remote_id`` is our reference (``IDUnico``). States: pending, final, rejected,
     cancel_pending, canceled, deleted.
@@ -332,6 +333,7 @@ class InvoicyProvider(FiscalProvider):
     default_base_url = default_urls["production"]
     credential_fields = ("partner_key", "access_key")
     capabilities = frozenset({"pdf", "xml", "cancel", "find_by_reference", "async"})
+    keeps_customer_records = False  # "Send data only" sends nothing: prepare() only checks
 
     wsdl_path = WSDL_PATH
     binding_qname = BINDING_QNAME
@@ -342,9 +344,18 @@ class InvoicyProvider(FiscalProvider):
     layout_version = "1.00"
     event_version = "1"
     cancel_event_type = "110111"
-    cancel_codes = ("1", "2", "4")
+    cancel_codes = ("1", "2", "4")  # EveCodigo: the motives of brazil.CANCEL_MOTIVES InvoiCy takes [C]
     default_cancel_code = "1"
     reason_max_length = 100
+    # What a user may do, shown before a refund (docs/mapping-rules.md, cancellation matrix).
+    cancellation_rules = (
+        "motive 1 error in the emission, 2 service not rendered or 4 duplicate, and a justification of 15 to "
+        "100 characters",
+        "some municipal standards cannot cancel over the web service (E-Nota, for one): InvoiCy then cancels "
+        "on its side only, and the note must also be cancelled at the city hall's portal",
+    )
+    # RegEspTrib of a MEI (ABRASF table: 5 Microempresário Individual) [?].
+    mei_special_regime = "5"
     reference_max_length = 200  # IDUnico [C]
     # Accented characters break the communication key (173) [C]: send plain ASCII.
     ascii_only = True
@@ -630,40 +641,40 @@ class InvoicyProvider(FiscalProvider):
             raise ValidationError("Cannot issue the NFS-e: it has no lines.")
         self._check_account()
 
-    def _amounts(self, doc: FiscalDocumentData):
-        rate = Decimal(doc.service.iss_rate or 0) / 100
-        lines = []
+    def _item_values(self, doc: FiscalDocumentData, rate):
+        """Per item: (line, base, ISS) with base = quantity x price less the line's discount."""
+        items = []
         for line in doc.lines:
             gross = _money(Decimal(line.quantity) * Decimal(line.unit_price))
-            discount = _money(gross * Decimal(line.discount or 0) / 100)
-            net = gross - discount
-            lines.append((line, gross, discount, net, _money(net * rate)))
-        services = sum((g for _, g, _, _, _ in lines), Decimal(0))
-        discounts = sum((d for _, _, d, _, _ in lines), Decimal(0))
-        base = services - discounts
-        if base <= 0:
-            raise ValidationError(f"Cannot issue the NFS-e: the total must be positive (got {base}).")
-        iss = _money(base * rate)
-        withheld = iss if doc.service.iss_withheld else Decimal(0)
-        return {
-            "lines": lines,
-            "rate": rate,
-            "services": services,
-            "discounts": discounts,
-            "base": base,
-            "iss": iss,
-            "withheld": withheld,
-            "net": services - withheld - discounts,
-        }
+            base = gross - _money(gross * Decimal(line.discount or 0) / 100)
+            items.append((line, base, _money(base * rate)))
+        return items
+
+    def _regime_flags(self, service):
+        """``(OptSN, RegEspTrib)`` from the account's tax regime (else the options)."""
+        regime = service.tax_regime
+        if regime:
+            special = self.mei_special_regime if regime == "mei" else self._option("special_regime")
+            return _yes_no(regime in ("simples", "mei")), special
+        return _yes_no(self._option("simples_nacional", False)), self._option("special_regime")
 
     def build_envio(self, doc: FiscalDocumentData):
-        """``<Envio>``: one RPS to be turned into an NFS-e (layout "Envio_Recepção de RPS" [C])."""
+        """``<Envio>``: one RPS to be turned into an NFS-e (layout "Envio_Recepção de RPS" [C]).
+
+        The reform group (``codTributNacional``, ``cNBS`` [?], ``IBSCBS``/``cClassTrib``, ``cIndOp``)
+        follows the 2026 layout examples [1]."""
         service, party = doc.service, doc.partner
-        amounts = self._amounts(doc)
+        amounts = brazil.amounts(doc)
+        if amounts.base <= 0:
+            raise ValidationError(f"Cannot issue the NFS-e: the total must be positive (got {amounts.base}).")
+        rate = amounts.iss_rate / 100
         iss_withheld = _yes_no(service.iss_withheld)
         item_code = lc116(service.lc116_item)
         city = _digits(service.city_code) or _digits(self._option("city_code")) or None
+        # dEmis: the moment of the emission; dCompetencia: the competence date (company timezone).
+        emission = doc.issued_at.replace(microsecond=0).isoformat() if doc.issued_at else None
         moment = f"{doc.date.isoformat()}T00:00:00"
+        simples, special = self._regime_flags(service)
 
         root = etree.Element("Envio")
         self._add(root, "ModeloDocumento", self.send_model)
@@ -673,14 +684,15 @@ class InvoicyProvider(FiscalProvider):
         self._add(rps, "RPSSerie", self._option("rps_series"))
         self._add(rps, "RPSTipo", "1")
         self._add(rps, "IDUnico", doc.reference)
-        self._add(rps, "dEmis", moment)
+        self._add(rps, "dEmis", emission or moment)
         self._add(rps, "dCompetencia", moment)
         self._add(rps, "natOp", self._option("nat_op", "1"))
-        self._add(rps, "RegEspTrib", self._option("special_regime"))
-        self._add(rps, "OptSN", _yes_no(self._option("simples_nacional", False)))
+        self._add(rps, "RegEspTrib", special)
+        self._add(rps, "OptSN", simples)
         self._add(rps, "IncCult", _yes_no(self._option("cultural_incentive", False)))
         self._add(rps, "Status", "1")
         self._add(rps, "tpAmb", self.tp_amb)
+        self._add(rps, "cIndOp", _digits(service.operation_indicator) or None)
 
         provider = etree.SubElement(rps, "Prestador")
         self._add(provider, "CNPJ_prest", self.company_cnpj)
@@ -690,7 +702,7 @@ class InvoicyProvider(FiscalProvider):
             self._add(address, "cMun", _digits(self._option("city_code")))
 
         items = etree.SubElement(rps, "ListaItens")
-        for sequence, (line, _gross, _discount, net, line_iss) in enumerate(amounts["lines"], start=1):
+        for sequence, (line, net, line_iss) in enumerate(self._item_values(doc, rate), start=1):
             item = etree.SubElement(items, "Item")
             self._add(item, "ItemSeq", sequence)
             self._add(item, "ItemCod", self._clean(line.code, 60))
@@ -699,34 +711,40 @@ class InvoicyProvider(FiscalProvider):
             self._add(item, "ItemvUnit", _fmt(line.unit_price, QUANTITY_PLACES))
             self._add(item, "ItemuMed", self._clean(line.unit or self.default_unit, 6))
             self._add(item, "ItemvIss", _fmt(line_iss))
-            self._add(item, "ItemAliquota", _fmt(amounts["rate"], RATE_PLACES))
+            self._add(item, "ItemAliquota", _fmt(rate, RATE_PLACES))
             self._add(item, "ItemBaseCalculo", _fmt(net))
             self._add(item, "ItemIssRetido", iss_withheld)
             self._add(item, "ItemIteListServico", item_code)
 
         servico = etree.SubElement(rps, "Servico")
         values = etree.SubElement(servico, "Valores")
-        zero = _fmt(0)
         for tag, value in (
-            ("ValServicos", _fmt(amounts["services"])),
-            ("ValDeducoes", zero),
-            ("ValPIS", zero),
-            ("ValCOFINS", zero),
-            ("ValINSS", zero),
-            ("ValIR", zero),
-            ("ValCSLL", zero),
+            ("ValServicos", amounts.services),
+            ("ValDeducoes", amounts.deductions),
+            ("ValPIS", amounts.withholding("pis")),
+            ("ValCOFINS", amounts.withholding("cofins")),
+            ("ValINSS", amounts.withholding("inss")),
+            ("ValIR", amounts.withholding("ir")),
+            ("ValCSLL", amounts.withholding("csll")),
             ("ISSRetido", iss_withheld),
-            ("ValISS", _fmt(amounts["iss"])),
-            ("ValISSRetido", _fmt(amounts["withheld"])),
-            ("ValBaseCalculo", _fmt(amounts["base"])),
-            ("ValAliqISS", _fmt(amounts["rate"], RATE_PLACES)),  # a fraction: 0.05 = 5 % [C]
-            ("ValLiquido", _fmt(amounts["net"])),
-            ("ValDescIncond", _fmt(amounts["discounts"])),
-            ("ValDescCond", zero),
+            ("ValISS", amounts.iss),
+            ("ValISSRetido", amounts.iss_withheld),
+            ("ValBaseCalculo", amounts.base),
+            ("ValAliqISS", _fmt(rate, RATE_PLACES)),  # a fraction: 0.05 = 5 % [C]
+            ("ValLiquido", amounts.net),  # services - withholdings - unconditional discount [C]
+            ("ValDescIncond", amounts.discounts),
+            ("ValDescCond", 0),
         ):
-            self._add(values, tag, value)
+            self._add(values, tag, value if isinstance(value, str) else _fmt(value))
         self._add(servico, "IteListServico", item_code)
         self._add(servico, "Cnae", _digits(service.cnae) or None)
+        self._add(servico, "codTributNacional", _digits(service.national_code) or None)
+        self._add(servico, "cNBS", _digits(service.nbs_code) or None)
+        if service.reform_class:
+            reform = etree.SubElement(servico, "IBSCBS")
+            classification = _digits(service.reform_class)
+            self._add(reform, "CSTIBSCBS", classification[:3])  # the CST is the classification's first 3 digits
+            self._add(reform, "cClassTrib", classification)
         self._add(servico, "TributMunicipio", self._clean(service.municipal_code, 20) or None)
         description = self.line_break.join(
             self._clean(part) for part in str(service.description).splitlines() if part.strip()
@@ -876,6 +894,10 @@ class InvoicyProvider(FiscalProvider):
             raise ValidationError(f"InvoiCy rejected the NFS-e: {remote.message}", code=code)
         return remote
 
+    def prepare(self, doc: FiscalDocumentData) -> None:
+        """No customer or service records at InvoiCy: only the checks run (no request)."""
+        self._check(doc)
+
     def create_credit_note(self, doc: FiscalDocumentData) -> RemoteDocument:
         return self.create(doc)  # refused by _check with a clear message
 
@@ -903,13 +925,12 @@ class InvoicyProvider(FiscalProvider):
             return None
 
     def cancel(self, kind, remote_id, reason) -> RemoteDocument:
-        """Send the cancellation event; "canceled" or "cancel_pending" per the answer."""
-        reason = self._clean(reason, self.reason_max_length)
-        if not reason:
-            raise ValidationError("InvoiCy needs a reason to cancel an NFS-e.")
-        code = str(self._option("cancel_code", self.default_cancel_code))
-        if code not in self.cancel_codes:
-            raise ValidationError(f"InvoiCy: cancel_code must be one of {', '.join(self.cancel_codes)}.")
+        """Send the cancellation event; "canceled" or "cancel_pending" per the answer.
+
+        ``reason`` is the justification (15 to 100 characters); a :class:`~.base.CancelReason`
+        also carries the motive code (EveCodigo; default 1, error in the emission)."""
+        code, justification = brazil.check_cancel_reason(reason, self.cancel_codes, self.label)
+        reason = self._clean(justification, self.reason_max_length)
         current = self.fetch_status(kind, remote_id)
         if current.state in ("canceled", "cancel_pending"):
             return current

@@ -138,6 +138,7 @@ class FiscalTestCommon(TestSaleCommon):
             EnotasAdapter,
         )
         cls.customer = cls._br_customer()
+        cls._br_sale_setup()
         cls.account = cls.env["fiscal.provider.account"].create(
             {
                 "name": "eNotas test",
@@ -148,6 +149,22 @@ class FiscalTestCommon(TestSaleCommon):
                 "company_ref": ENOTAS_COMPANY,
                 "trigger": "order_confirm",
                 **cls._br_service(),
+            }
+        )
+
+    @classmethod
+    def _br_sale_setup(cls):
+        """An NFS-e is issued in reais, for a service whose price carries no added tax."""
+        brl = cls.setup_other_currency("BRL", rates=[("1900-01-01", 1.0)])
+        cls.pricelist = cls.env["product.pricelist"].create({"name": "BRL", "currency_id": brl.id})
+        cls.product = cls.env["product.product"].create(
+            {
+                "name": "Consultoria em sistemas",
+                "default_code": "CONS-1",
+                "list_price": 100.0,
+                "type": "service",
+                "invoice_policy": "order",
+                "taxes_id": [Command.clear()],
             }
         )
 
@@ -171,6 +188,7 @@ class FiscalTestCommon(TestSaleCommon):
             InvoicyAdapter,
         )
         cls.customer = cls._br_customer()
+        cls._br_sale_setup()
         cls.account = cls.env["fiscal.provider.account"].create(
             {
                 "name": "InvoiCy test",

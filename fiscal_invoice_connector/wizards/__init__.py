@@ -4,4 +4,5 @@ from . import (
     fiscal_issue_wizard,
     fiscal_reconciliation,
     fiscal_reconciliation_line,
+    account_move_reversal_nfse,
 )

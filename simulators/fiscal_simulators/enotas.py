@@ -57,8 +57,7 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import unquote
 
-from stdnum.br import cnpj, cpf
-
+from ._brazil import cnpj_is_valid, cpf_is_valid
 from ._server import Reply, SimResponse, SimulatorServer, build_pdf, serve_until_signal
 from ._server import json_decimal as _decimal
 
@@ -85,6 +84,21 @@ REJECT_MARKER = "REJEITAR"
 DEFAULT_REJECTION_REASON = "Código de serviço inválido para o município"
 DEFAULT_CANCELLATION_DENIED_REASON = "Cancelamento negado pela prefeitura: prazo para cancelamento expirado"  # [?]
 MAX_ISS_RATE = Decimal(5)  # LC 116/2003, art. 8: ISS is at most 5 %
+MIN_ISS_RATE = Decimal(2)  # LC 116/2003, art. 8-A (LC 157/2016): and at least 2 %
+# Company regimes (regimeTributario [?]) whose notes need the 2026 reform fields.
+REFORM_REGIMES = ("LucroPresumido", "LucroReal")
+REFORM_FIELDS = (  # (path in servico, digits)
+    ("codigoTributacaoNacional", 6),
+    ("codigoNBS", 9),
+    ("ibsCbs.classificacaoTributaria", 6),
+    ("ibsCbs.codigoIndicadorOperacao", 6),
+)
+WITHHOLDING_FIELDS = ("valorPis", "valorCofins", "valorCsll", "valorInss", "valorIr")
+# The cancellation's body (field names [?], as the client's EnotasProvider.cancel_*_field).
+CANCEL_MOTIVE_FIELD = "codigoMotivoCancelamento"
+CANCEL_JUSTIFICATION_FIELD = "justificativaCancelamento"
+CANCEL_MOTIVES = ("1", "2", "9")  # national standard: erro na emissão, serviço não prestado, outros
+MIN_JUSTIFICATION = 15
 MAX_EXTERNAL_ID_LENGTH = 200  # [?]
 
 # Error codes: the real ``codigo`` values are not documented [?]; descriptive guesses.
@@ -214,6 +228,7 @@ class EnotasSimulator(SimulatorServer):
             "uf": "MG",
             "cidade": "Belo Horizonte",
             "codigoIbgeCidade": "3106200",
+            "regimeTributario": "SimplesNacional",
             **fields,
             "_authorized": authorized,
         }
@@ -396,7 +411,7 @@ class EnotasSimulator(SimulatorServer):
             raise self._fail(400, (CODE_INVALID, "O corpo da requisição deve ser um objeto JSON"))
         return data
 
-    def _prepare(self, data):
+    def _prepare(self, data, company=None):
         """Validate an emission body; return the normalised note data or raise a 400 listing every problem."""
         errors = []
         tipo = data.get("tipo", "NFS-e")
@@ -425,6 +440,10 @@ class EnotasSimulator(SimulatorServer):
             errors.append((CODE_INVALID, "enviarPorEmail deve ser true ou false"))
         client = self._check_client(data.get("cliente"), errors)
         service = self._check_service(data.get("servico"), errors)
+        regime = (company or {}).get("regimeTributario")
+        if isinstance(service, dict) and regime in REFORM_REGIMES:
+            self._check_reform(service, regime, errors)
+        amounts = self._amounts(data, total, service, errors)
         if errors:
             raise self._fail(400, *dict.fromkeys(errors))
         return {
@@ -436,6 +455,56 @@ class EnotasSimulator(SimulatorServer):
             "observacoes": data.get("observacoes"),
             "cliente": client,
             "servico": service,
+            **amounts,
+        }
+
+    def _check_reform(self, service, regime, errors):
+        """From 2026 the national repository refuses a Lucro Presumido / Real note without them."""
+        for path, length in REFORM_FIELDS:
+            value = service
+            for key in path.split("."):
+                value = value.get(key) if isinstance(value, dict) else None
+            text = _text(value)
+            if not text:
+                errors.append((CODE_REQUIRED, f"servico.{path} é obrigatório para o regime {regime}"))
+            elif not (text.isdigit() and len(text) == length):
+                errors.append((CODE_INVALID, f"servico.{path} deve conter {length} dígitos"))
+
+    def _amounts(self, data, total, service, errors):
+        """Discounts, deductions and withholdings, and the net value they leave."""
+        values = {}
+        for key in ("descontos", "deducoes"):
+            value = _decimal(data.get(key)) if data.get(key) not in (None, "") else Decimal(0)
+            if value is None or value < 0:
+                errors.append((CODE_INVALID, f"{key} deve ser um número não negativo"))
+                value = Decimal(0)
+            values[key] = value
+        withheld = Decimal(0)
+        service = service if isinstance(service, dict) else {}
+        for key in WITHHOLDING_FIELDS:
+            value = _decimal(service.get(key)) if service.get(key) not in (None, "") else Decimal(0)
+            if value is None or value < 0:
+                errors.append((CODE_INVALID, f"servico.{key} deve ser um número não negativo"))
+                value = Decimal(0)
+            withheld += value
+        if total is None or total <= 0:
+            return {}
+        base = total - values["descontos"] - values["deducoes"]
+        if base <= 0:
+            errors.append((CODE_INVALID, "descontos e deducoes não podem ser maiores que valorTotal"))
+            return {}
+        rate = _decimal(service.get("aliquotaIss")) or Decimal(0)
+        iss = (base * rate / 100).quantize(CENT, rounding=ROUND_HALF_UP)
+        iss_withheld = iss if service.get("issRetidoFonte") is True else Decimal(0)
+        net = base - withheld - iss_withheld
+        if net <= 0:
+            errors.append((CODE_INVALID, "as retenções não podem ser maiores que o valor da nota"))
+        return {
+            "descontos": float(values["descontos"]),
+            "deducoes": float(values["deducoes"]),
+            "valorIss": float(iss),
+            "valorIssRetido": float(iss_withheld),
+            "valorLiquido": float(net),
         }
 
     def _check_client(self, client, errors):  # noqa: C901 - one check per field, in the service's order
@@ -448,9 +517,11 @@ class EnotasSimulator(SimulatorServer):
         person = client.get("tipoPessoa")
         if not tax_id:
             errors.append((CODE_REQUIRED, "cliente.cpfCnpj é obrigatório"))
-        elif not tax_id.isdigit() or len(tax_id) not in (11, 14):
-            errors.append((CODE_INVALID, "cliente.cpfCnpj deve conter apenas os 11 (CPF) ou 14 (CNPJ) dígitos"))
-        elif not (cpf.is_valid(tax_id) if len(tax_id) == 11 else cnpj.is_valid(tax_id)):
+        elif not tax_id.isalnum() or len(tax_id) not in (11, 14) or (len(tax_id) == 11 and not tax_id.isdigit()):
+            errors.append(
+                (CODE_INVALID, "cliente.cpfCnpj deve conter apenas os 11 (CPF) ou 14 (CNPJ, alfanumérico) caracteres")
+            )
+        elif not (cpf_is_valid(tax_id) if len(tax_id) == 11 else cnpj_is_valid(tax_id)):
             errors.append((CODE_INVALID, f"cliente.cpfCnpj inválido: {tax_id}"))
         elif person not in ("F", "J"):
             errors.append((CODE_INVALID, "cliente.tipoPessoa deve ser F ou J"))
@@ -487,8 +558,8 @@ class EnotasSimulator(SimulatorServer):
             errors.append((CODE_REQUIRED, "servico.codigoServicoMunicipio é obrigatório para o município"))
         if service.get("aliquotaIss") is not None:
             rate = _decimal(service.get("aliquotaIss"))
-            if rate is None or not 0 <= rate <= MAX_ISS_RATE:
-                errors.append((CODE_INVALID, "servico.aliquotaIss deve estar entre 0 e 5"))
+            if rate is None or not MIN_ISS_RATE <= rate <= MAX_ISS_RATE:
+                errors.append((CODE_INVALID, "servico.aliquotaIss deve estar entre 2 e 5 (LC 116/2003, art. 8 e 8-A)"))
         if "issRetidoFonte" in service and not isinstance(service["issRetidoFonte"], bool):
             errors.append((CODE_INVALID, "servico.issRetidoFonte deve ser true ou false"))
         place = _text(service.get("municipioPrestacaoServico"))
@@ -500,7 +571,7 @@ class EnotasSimulator(SimulatorServer):
     def _create_note(self, request, company_id):
         company = self._company(company_id)
         data = self._body(request)
-        prepared = self._prepare(data)
+        prepared = self._prepare(data, company)
         existing = None
         if data.get("id"):
             # Re-sending a Negada note by its nfeId [C: "with the same idExterno or nfeId"].
@@ -596,14 +667,30 @@ class EnotasSimulator(SimulatorServer):
 
     # ---------------------------------------------------------- cancellation
     def _cancel_note(self, request, company_id, nfe_id):
-        return self._request_cancellation(self._note(self._company(company_id), nfe_id))
+        return self._request_cancellation(request, self._note(self._company(company_id), nfe_id))
 
     def _cancel_note_by_external_id(self, request, company_id, external_id):
-        return self._request_cancellation(self._note_by_external_id(self._company(company_id), external_id))
+        return self._request_cancellation(request, self._note_by_external_id(self._company(company_id), external_id))
 
-    def _request_cancellation(self, note):
+    def _cancellation_reason(self, request):
+        """The motive and the justification the national standard requires (body fields [?])."""
+        body = self._body(request) if request.body else {}
+        motive = _text(body.get(CANCEL_MOTIVE_FIELD))
+        justification = " ".join(_text(body.get(CANCEL_JUSTIFICATION_FIELD)).split())
+        errors = []
+        if motive not in CANCEL_MOTIVES:
+            errors.append((CODE_INVALID, f"{CANCEL_MOTIVE_FIELD} deve ser 1, 2 ou 9"))
+        if len(justification) < MIN_JUSTIFICATION:
+            errors.append((CODE_REQUIRED, f"{CANCEL_JUSTIFICATION_FIELD} deve ter ao menos 15 caracteres"))
+        if errors:
+            raise self._fail(400, *errors)
+        return motive, justification
+
+    def _request_cancellation(self, request, note):
         status = note["status"]
         if status in ("Autorizada", "CancelamentoNegado"):
+            motive, justification = self._cancellation_reason(request)
+            note.update(motivoCancelamento=motive, justificativaCancelamento=justification)
             self._schedule(note, "cancellation")
             return SimResponse.json(200, {"nfeId": note["id"]})
         messages = {  # [?] wording and status code of these refusals
@@ -783,7 +870,9 @@ class EnotasSimulator(SimulatorServer):
         service = note.get("servico") or {}
         total = Decimal(str(note["valorTotal"])).quantize(CENT)
         rate = _decimal(service.get("aliquotaIss")) or Decimal(0)
-        iss = (total * rate / 100).quantize(CENT, rounding=ROUND_HALF_UP)
+        discounts = Decimal(str(note.get("descontos") or 0)) + Decimal(str(note.get("deducoes") or 0))
+        iss = Decimal(str(note.get("valorIss") or 0)).quantize(CENT)
+        net = Decimal(str(note.get("valorLiquido", total))).quantize(CENT)
         money = "{:.2f}".format
 
         root = ET.Element("CompNfse", {"xmlns": NFSE_NAMESPACE})
@@ -792,10 +881,10 @@ class EnotasSimulator(SimulatorServer):
         _leaf(info, "CodigoVerificacao", note["codigoVerificacao"])
         _leaf(info, "DataEmissao", note["dataAutorizacao"])
         values = _sub(info, "ValoresNfse")
-        _leaf(values, "BaseCalculo", money(total))
+        _leaf(values, "BaseCalculo", money(total - discounts))
         _leaf(values, "Aliquota", money(rate))
         _leaf(values, "ValorIss", money(iss))
-        _leaf(values, "ValorLiquidoNfse", money(total - iss if service.get("issRetidoFonte") else total))
+        _leaf(values, "ValorLiquidoNfse", money(net))
         provider = _sub(info, "PrestadorServico")
         _leaf(_sub(_sub(provider, "IdentificacaoPrestador"), "CpfCnpj"), "Cnpj", company.get("cnpj"))
         _leaf(provider, "RazaoSocial", company.get("razaoSocial"))
@@ -815,7 +904,17 @@ class EnotasSimulator(SimulatorServer):
         srv = _sub(declaration, "Servico")
         srv_values = _sub(srv, "Valores")
         _leaf(srv_values, "ValorServicos", money(total))
+        _leaf(srv_values, "ValorDeducoes", money(Decimal(str(note.get("deducoes") or 0))))
+        for tag, key in (
+            ("ValorPis", "valorPis"),
+            ("ValorCofins", "valorCofins"),
+            ("ValorInss", "valorInss"),
+            ("ValorIr", "valorIr"),
+            ("ValorCsll", "valorCsll"),
+        ):
+            _leaf(srv_values, tag, money(Decimal(str(service.get(key) or 0))))
         _leaf(srv_values, "ValorIss", money(iss))
+        _leaf(srv_values, "DescontoIncondicionado", money(Decimal(str(note.get("descontos") or 0))))
         _leaf(srv_values, "Aliquota", money(rate))
         _leaf(srv, "IssRetido", "1" if service.get("issRetidoFonte") else "2")
         _leaf(srv, "ItemListaServico", service.get("itemListaServicoLC116"))
@@ -847,7 +946,7 @@ class EnotasSimulator(SimulatorServer):
             confirmation = _sub(_sub(root, "NfseCancelamento"), "Confirmacao")
             request = _sub(_sub(confirmation, "Pedido"), "InfPedidoCancelamento")
             _leaf(_sub(request, "IdentificacaoNfse"), "Numero", note["numero"])
-            _leaf(request, "CodigoCancelamento", "1")
+            _leaf(request, "CodigoCancelamento", note.get("motivoCancelamento") or "1")
             _leaf(confirmation, "DataHora", note["dataCancelamento"])
         return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode").encode("utf-8")
 

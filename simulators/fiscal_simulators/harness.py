@@ -50,6 +50,7 @@ def br_service_vals():
         "service_lc116": "1.07",
         "iss_rate": 2.0,
         "service_city_code": "3106200",
+        "tax_regime": "simples",
         "poll_interval": 1,
     }
 
@@ -122,6 +123,42 @@ class EnotasAdapter(SimulatorAdapter):
     def status(self, remote):
         return {"Autorizada": "final", "Cancelada": "canceled", "Negada": "rejected"}.get(remote["status"], "pending")
 
+    def nfse_figures(self, remote):
+        """What the note declares: service value, discounts, ISS withheld, each federal withholding
+        and the net value (computed by the simulator from what was sent)."""
+        service = remote.get("servico") or {}
+        figures = {
+            "services": remote["valorTotal"],
+            "discounts": remote.get("descontos", 0.0),
+            "iss_withheld": remote.get("valorIssRetido", 0.0),
+            "net": remote.get("valorLiquido"),
+        }
+        for kind, key in (("pis", "valorPis"), ("cofins", "valorCofins"), ("csll", "valorCsll")):
+            figures[kind] = service.get(key, 0.0)
+        figures.update(ir=service.get("valorIr", 0.0), inss=service.get("valorInss", 0.0))
+        return {key: round(float(value or 0), 2) for key, value in figures.items()}
+
+    def nfse_fields(self, remote):
+        service = remote.get("servico") or {}
+        reform = service.get("ibsCbs") or {}
+        return {
+            "national_code": service.get("codigoTributacaoNacional"),
+            "nbs_code": service.get("codigoNBS"),
+            "reform_class": reform.get("classificacaoTributaria"),
+            "competence": remote.get("dataCompetencia"),
+            "street": (remote.get("cliente") or {}).get("endereco", {}).get("logradouro"),
+            "number": (remote.get("cliente") or {}).get("endereco", {}).get("numero"),
+            "tax_id": (remote.get("cliente") or {}).get("cpfCnpj"),
+            "cancel_motive": remote.get("motivoCancelamento"),
+            "cancel_justification": remote.get("justificativaCancelamento"),
+        }
+
+    def set_regime(self, regime):
+        """The company's regime as the provider knows it (eNotas keeps it on the company)."""
+        names = {"simples": "SimplesNacional", "mei": "MEI", "presumido": "LucroPresumido", "real": "LucroReal"}
+        for company in self.sim.companies.values():
+            company["regimeTributario"] = names[regime]
+
     def hold(self):
         """The municipality takes its time: nothing is decided until release()."""
         self.sim.authorization_delay = None
@@ -143,6 +180,43 @@ class InvoicyAdapter(SimulatorAdapter):
 
     def status(self, remote):
         return {"authorized": "final"}.get(remote["status"], remote["status"])
+
+    def nfse_figures(self, remote):
+        values = remote.get("values") or {}
+
+        def value(tag):
+            return round(float(values.get(tag) or 0), 2)
+
+        return {
+            "services": value("ValServicos"),
+            "discounts": value("ValDescIncond"),
+            "iss_withheld": value("ValISSRetido"),
+            "net": value("ValLiquido"),
+            "pis": value("ValPIS"),
+            "cofins": value("ValCOFINS"),
+            "csll": value("ValCSLL"),
+            "ir": value("ValIR"),
+            "inss": value("ValINSS"),
+        }
+
+    def nfse_fields(self, remote):
+        from lxml import etree
+
+        rps = etree.fromstring(remote["envio"].encode()).find("RPS")
+        return {
+            "national_code": rps.findtext("Servico/codTributNacional"),
+            "nbs_code": rps.findtext("Servico/cNBS"),
+            "reform_class": rps.findtext("Servico/IBSCBS/cClassTrib"),
+            "competence": (rps.findtext("dCompetencia") or "")[:10],
+            "street": rps.findtext("Tomador/TomaEndereco"),
+            "number": rps.findtext("Tomador/TomaNumero"),
+            "tax_id": rps.findtext("Tomador/TomaCNPJ") or rps.findtext("Tomador/TomaCPF"),
+            "cancel_motive": remote.get("cancel_code"),
+            "cancel_justification": remote.get("cancel_reason"),
+        }
+
+    def set_regime(self, regime):
+        """InvoiCy reads the regime from each RPS (OptSN): nothing to set at the provider."""
 
     def hold(self):
         self.sim.authorization_delay = 3600

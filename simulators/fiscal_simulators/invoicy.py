@@ -49,12 +49,12 @@ import threading
 import time
 import urllib.request
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from lxml import etree
-from stdnum.br import cnpj as cnpj_rules
-from stdnum.br import cpf as cpf_rules
 
+from ._brazil import cnpj_is_valid, cpf_is_valid
 from ._server import SimResponse, SimulatorServer, build_pdf, serve_until_signal
 from ._server import json_decimal as _decimal
 
@@ -106,6 +106,19 @@ DOC_STATUS = {"pending": 1, "authorized": 2, "rejected": 3, "cancel_pending": 2,
 
 CANCEL_EVENT = "110111"
 CANCEL_CODES = ("1", "2", "4")
+MIN_JUSTIFICATION = 15  # the national standard's minimum for EveMotivo
+# LC 116/2003 art. 8 and 8-A: the ISS rate is 2 % to 5 % (ValAliqISS is a fraction).
+MIN_ISS_FRACTION = Decimal("0.02")
+MAX_ISS_FRACTION = Decimal("0.05")
+# Not in the Simples Nacional (OptSN 2: Lucro Presumido / Real): the 2026 reform fields are required
+# (element names from the reform layout examples [1]; cNBS [?]).
+REFORM_ELEMENTS = (
+    ("Servico/codTributNacional", 6),
+    ("Servico/cNBS", 9),
+    ("Servico/IBSCBS/cClassTrib", 6),
+    ("cIndOp", 6),
+)
+WITHHOLDING_ELEMENTS = ("ValPIS", "ValCOFINS", "ValINSS", "ValIR", "ValCSLL")
 REJECT_MARKER = "REJEITAR"
 # The municipality's refusal when REJEITAR is found (wording made up).
 REJECTION_MESSAGE = "E160 - Serviço não permitido para o prestador na prefeitura (simulação: REJEITAR)"
@@ -687,6 +700,8 @@ class InvoicySimulator(SimulatorServer):
                 "tomador_doc": _text(rps, "Tomador/TomaCNPJ") or _text(rps, "Tomador/TomaCPF"),
                 "discriminacao": discrimination,
                 "total": _text(rps, "Servico/Valores/ValServicos"),
+                "values": {child.tag: (child.text or "") for child in rps.findall("Servico/Valores/*")},
+                "regime": {"OptSN": _text(rps, "OptSN"), "codTributNacional": _text(rps, "Servico/codTributNacional")},
                 "dEmis": _text(rps, "dEmis"),
                 "envio": etree.tostring(document, encoding="unicode"),
             }
@@ -716,6 +731,17 @@ class InvoicySimulator(SimulatorServer):
         rate = _decimal(_text(values, "ValAliqISS")) if values is not None else None
         if rate is not None and rate >= 1:
             problems.append("ValAliqISS deve ser informada em fração (0.05 = 5%)")  # guess: the layout prefers it
+        elif rate is not None and not MIN_ISS_FRACTION <= rate <= MAX_ISS_FRACTION:
+            problems.append("ValAliqISS fora dos limites legais (2% a 5%, LC 116/2003 art. 8 e 8-A)")
+        if values is not None and services is not None and services > 0:
+            problems.extend(self._value_problems(values, services, rate or Decimal(0)))
+        if _text(rps, "OptSN") == "2":
+            for path, length in REFORM_ELEMENTS:
+                value = _text(rps, path)
+                if not value:
+                    problems.append(f"{path} obrigatório para contribuintes fora do Simples Nacional (reforma 2026)")
+                elif not (value.isdigit() and len(value) == length):
+                    problems.append(f"{path} deve conter {length} dígitos")
         item_code = _text(rps, "Servico/IteListServico")
         if item_code and not LC116_RE.fullmatch(item_code):
             problems.append("IteListServico deve ter o formato 99.99 (item da LC 116 com ponto)")
@@ -728,11 +754,41 @@ class InvoicySimulator(SimulatorServer):
             problems.append("Tomador não informado")
         else:
             cnpj, cpf = _text(taker, "TomaCNPJ"), _text(taker, "TomaCPF")
-            if not ((cnpj and cnpj_rules.is_valid(cnpj)) or (cpf and cpf_rules.is_valid(cpf))):
+            if not ((cnpj and cnpj_is_valid(cnpj)) or (cpf and cpf_is_valid(cpf))):
                 problems.append("CPF/CNPJ do tomador inválido")
             if not _text(taker, "TomaRazaoSocial"):
                 problems.append("TomaRazaoSocial não informada")
         return [f"Rejeição: {problem}" for problem in problems]
+
+    @staticmethod
+    def _value_problems(values, services, rate):
+        """The aggregated values that are sent must add up: base, ISS, ISS withheld and the net value
+        (ValLiquido = services - withholdings - unconditional discount - deductions [C]). An element
+        left out is computed by the service [?]."""
+
+        def value(tag):
+            return _decimal(_text(values, tag)) or Decimal(0)
+
+        def sent(tag):
+            return values.find(tag) is not None
+
+        problems = []
+        base = services - value("ValDeducoes") - value("ValDescIncond")
+        if sent("ValBaseCalculo") and value("ValBaseCalculo") != base:
+            problems.append(f"ValBaseCalculo deve ser {base} (serviços - deduções - descontos incondicionados)")
+        iss = (base * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        if sent("ValISS") and value("ValISS") != iss:
+            problems.append(f"ValISS deve ser {iss} (base x alíquota)")
+        withheld_iss = iss if _text(values, "ISSRetido") == "1" else Decimal(0)
+        if sent("ValISSRetido") and value("ValISSRetido") != withheld_iss:
+            problems.append(f"ValISSRetido deve ser {withheld_iss}")
+        if any(value(tag) < 0 for tag in WITHHOLDING_ELEMENTS):
+            problems.append("as retenções não podem ser negativas")
+        withheld = sum((value(tag) for tag in WITHHOLDING_ELEMENTS), Decimal(0))
+        net = base - withheld - withheld_iss
+        if sent("ValLiquido") and value("ValLiquido") != net:
+            problems.append(f"ValLiquido deve ser {net} (serviços - retenções - descontos incondicionados)")
+        return problems
 
     # -------------------------------------------------------------- Consulta
     def _consulta(self, document, parameters):
@@ -797,9 +853,9 @@ class InvoicySimulator(SimulatorServer):
             problems.append("NFSeNumero não confere com o documento")
         if _text(event, "EveCodigo") not in CANCEL_CODES:
             problems.append("EveCodigo deve ser 1, 2 ou 4")
-        reason = _text(event, "EveMotivo")
-        if not reason or len(reason) > 100:
-            problems.append("EveMotivo deve ter de 1 a 100 caracteres")
+        reason = " ".join(_text(event, "EveMotivo").split())
+        if len(reason) < MIN_JUSTIFICATION or len(reason) > 100:
+            problems.append(f"EveMotivo deve ter de {MIN_JUSTIFICATION} a 100 caracteres")
         return problems
 
     def _evento(self, document, parameters):
@@ -836,6 +892,7 @@ class InvoicySimulator(SimulatorServer):
             return outcome(SIT_REJECTED, f"Rejeição: documento {STATUS_WORDS[status]} não pode ser cancelado")
         now = datetime.now().replace(microsecond=0).isoformat()
         record["cancel_reason"] = _text(event, "EveMotivo")
+        record["cancel_code"] = _text(event, "EveCodigo")
         record["canceled_at"] = now
         if self.cancel_delay > 0:
             record["status"] = "cancel_pending"

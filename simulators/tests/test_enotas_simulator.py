@@ -51,6 +51,9 @@ def timed_sim():
         yield simulator
 
 
+CANCEL = {"codigoMotivoCancelamento": "1", "justificativaCancelamento": "Erro na emissão da nota"}
+
+
 def call(sim, method, path, body=None, *, auth=f"Basic {KEY}", company=COMPANY, timeout=5, **params):
     headers = {"Authorization": auth} if auth is not None else {}
     url = f"{sim.base_url}/empresas/{company}{path}"
@@ -204,7 +207,7 @@ def test_email_flag_is_reported_once_authorized(sim):
         ({"cliente": None}, "cliente é obrigatório"),
         ({"servico": {"descricao": ""}}, "servico.descricao é obrigatório"),
         ({"servico": {"descricao": "X"}}, "servico.codigoServicoMunicipio é obrigatório para o município"),
-        ({"servico": {"descricao": "X", "itemListaServicoLC116": "1", "aliquotaIss": 7}}, "entre 0 e 5"),
+        ({"servico": {"descricao": "X", "itemListaServicoLC116": "1", "aliquotaIss": 7}}, "entre 2 e 5"),
         ({"servico": {"descricao": "X", "itemListaServicoLC116": "1", "municipioPrestacaoServico": "33"}}, "IBGE"),
     ],
 )
@@ -218,7 +221,10 @@ def test_validation_errors_are_400_with_the_error_array(sim, overrides, message)
 @pytest.mark.parametrize(
     "client_overrides, message",
     [
-        ({"cpfCnpj": "386.186.997-72"}, "cliente.cpfCnpj deve conter apenas os 11 (CPF) ou 14 (CNPJ) dígitos"),
+        (
+            {"cpfCnpj": "386.186.997-72"},
+            "cliente.cpfCnpj deve conter apenas os 11 (CPF) ou 14 (CNPJ, alfanumérico) caracteres",
+        ),
         ({"cpfCnpj": "38618699700"}, "cliente.cpfCnpj inválido: 38618699700"),
         ({"tipoPessoa": "J"}, "cliente.tipoPessoa não corresponde ao cpfCnpj"),
         ({"nome": " "}, "cliente.nome é obrigatório"),
@@ -342,39 +348,39 @@ def test_cancellation_is_asynchronous(timed_sim):
     nfe_id = create(timed_sim)
     timed_sim.clock.now += 10
     assert get(timed_sim, nfe_id)["status"] == "Autorizada"
-    response = call(timed_sim, "DELETE", f"/nfes/{nfe_id}")
+    response = call(timed_sim, "DELETE", f"/nfes/{nfe_id}", CANCEL)
     assert response.status_code == 200 and response.json() == {"nfeId": nfe_id}
     assert get(timed_sim, nfe_id)["status"] == "SolicitandoCancelamento"
-    again = call(timed_sim, "DELETE", f"/nfes/{nfe_id}")
+    again = call(timed_sim, "DELETE", f"/nfes/{nfe_id}", CANCEL)
     assert again.status_code == 400 and "processo de cancelamento" in messages(again)[0]
     timed_sim.clock.now += 5
     assert get(timed_sim, nfe_id)["status"] == "EmProcessoDeCancelamento"
     timed_sim.clock.now += 5
     note = get(timed_sim, nfe_id)
     assert note["status"] == "Cancelada" and note["dataCancelamento"] and note["numero"] == "1"
-    assert messages(call(timed_sim, "DELETE", f"/nfes/{nfe_id}")) == ["A nota fiscal já está cancelada"]
+    assert messages(call(timed_sim, "DELETE", f"/nfes/{nfe_id}", CANCEL)) == ["A nota fiscal já está cancelada"]
     assert timed_sim.final_notes() == [] and len(timed_sim.final_notes(include_canceled=True)) == 1
 
 
 def test_cancellation_denied_then_asked_again(sim):
     sim.deny_cancellation = True
     nfe_id = authorized(sim)["id"]
-    call(sim, "DELETE", f"/nfes/{nfe_id}")
+    call(sim, "DELETE", f"/nfes/{nfe_id}", CANCEL)
     sim.complete(nfe_id)
     note = get(sim, nfe_id)
     assert note["status"] == "CancelamentoNegado" and "prazo" in note["motivoStatus"]
     sim.deny_cancellation = False
-    assert call(sim, "DELETE", "/nfes/porIdExterno/ODOO-ab12-42").status_code == 200
+    assert call(sim, "DELETE", "/nfes/porIdExterno/ODOO-ab12-42", CANCEL).status_code == 200
     sim.complete(nfe_id)
     assert get(sim, nfe_id)["status"] == "Cancelada"
 
 
 def test_only_authorized_notes_can_be_canceled(sim):
     pending = create(sim, idExterno="PENDING")
-    assert call(sim, "DELETE", f"/nfes/{pending}").status_code == 400
+    assert call(sim, "DELETE", f"/nfes/{pending}", CANCEL).status_code == 400
     rejected = create(sim, idExterno="REJ", servico={**note_body()["servico"], "descricao": "REJEITAR"})
     sim.complete(rejected)
-    response = call(sim, "DELETE", f"/nfes/{rejected}")
+    response = call(sim, "DELETE", f"/nfes/{rejected}", CANCEL)
     assert response.status_code == 400 and messages(response) == ["Uma nota fiscal negada não pode ser cancelada"]
     with pytest.raises(ValueError):
         sim.complete(rejected)  # nothing under way
@@ -463,11 +469,11 @@ def test_webhook_is_posted_for_each_final_status(sim, receiver):
     sim.complete(ok)
     sim.complete(bad)
     sim.wait_for_webhooks(2)
-    call(sim, "DELETE", f"/nfes/{ok}")
+    call(sim, "DELETE", f"/nfes/{ok}", CANCEL)
     sim.complete(ok)
     sim.deny_cancellation = True
     other = authorized(sim, idExterno="OTHER")["id"]
-    call(sim, "DELETE", f"/nfes/{other}")
+    call(sim, "DELETE", f"/nfes/{other}", CANCEL)
     sim.complete(other)
     deliveries = sim.wait_for_webhooks(5)
 

@@ -1,0 +1,73 @@
+"""NFS-e cancellations: a motive code and a justification typed by the user (the national
+standard's rules), and what each provider allows, shown before anyone cancels or refunds."""
+
+from odoo import api, fields, models
+from odoo.exceptions import UserError
+
+from ..providers import brazil, get_provider_class
+from ..providers.base import CancelReason
+
+CANCEL_MOTIVES = list(brazil.CANCEL_MOTIVES.items())
+
+
+class FiscalDocument(models.Model):
+    _inherit = "fiscal.document"
+
+    cancel_motive = fields.Selection(
+        CANCEL_MOTIVES, readonly=True, copy=False, help="NFS-e: the motive code sent with the cancellation."
+    )
+
+    def _provider_cancel_reason(self):
+        """What ``client.cancel`` gets as its reason: the text, carrying the motive code."""
+        self.ensure_one()
+        return CancelReason(self.cancel_reason or "", self.cancel_motive or None)
+
+    def _is_nfse(self):
+        return self.account_id.provider in ("enotas", "invoicy")
+
+    def _data_only_message(self, client):
+        """What "Send data only" did, in the chatter: some services keep customer records (the
+        data were sent), the NFS-e services keep none (nothing is sent: the data were checked)."""
+        if getattr(client, "keeps_customer_records", True):
+            return self.env._("Customer data sent to %s (no fiscal document requested).", self.account_id.name)
+        return self.env._(
+            "Send data only: %(provider)s keeps no customer records, so nothing was sent to it. The note's data "
+            "were checked (customer, service codes, amounts) and no NFS-e was requested.",
+            provider=client.label,
+        )
+
+    def action_request_cancel(self, reason):
+        """NFS-e: refused at once (nothing queued) when the justification is too short or the
+        provider does not take the motive; the motive is kept with the request."""
+        motive = getattr(reason, "motive", None)
+        nfse = self.filtered(lambda doc: doc._is_nfse() and doc.state in ("issued", "sending", "error", "failed"))
+        for doc in nfse.filtered("create_sent"):
+            cls = get_provider_class(doc.account_id.provider)
+            accepted = getattr(cls, "cancel_motives", None) or getattr(cls, "cancel_codes", ())
+            try:
+                brazil.check_cancel_reason(reason, accepted, cls.label)
+            except brazil.ValidationError as e:
+                raise UserError(str(e)) from None
+        result = super().action_request_cancel(reason)
+        if motive:
+            nfse.filtered(lambda doc: doc.state == "to_cancel").write({"cancel_motive": motive})
+        return result
+
+
+class FiscalProviderAccount(models.Model):
+    _inherit = "fiscal.provider.account"
+
+    cancellation_rules = fields.Html(
+        "What cancelling allows",
+        compute="_compute_cancellation_rules",
+        help="NFS-e: what this provider (and the municipalities behind it) allow when a note is cancelled.",
+    )
+
+    @api.depends("provider")
+    def _compute_cancellation_rules(self):
+        for account in self:
+            cls = get_provider_class(account.provider) if account.provider else None
+            rules = getattr(cls, "cancellation_rules", ()) if cls else ()
+            account.cancellation_rules = (
+                "<ul>" + "".join(f"<li>{rule}</li>" for rule in rules) + "</ul>" if rules else False
+            )

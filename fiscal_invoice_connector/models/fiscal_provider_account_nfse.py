@@ -1,0 +1,26 @@
+from odoo import fields, models
+
+from ..providers import brazil
+from .fiscal_nfse_reform_mixin import REFORM_HELP
+
+
+class FiscalProviderAccount(models.Model):
+    _inherit = "fiscal.provider.account"
+
+    tax_regime = fields.Selection(
+        list(brazil.REGIMES.items()),
+        "Tax regime",
+        help="NFS-e: the issuing company's regime. Lucro Presumido and Lucro Real notes need the tax-reform "
+        "fields (national service code, NBS, IBS/CBS classification) from January 2026.",
+        tracking=True,
+    )
+    service_national_code = fields.Char("National service code", help=REFORM_HELP["fiscal_national_code"])
+    service_nbs_code = fields.Char("NBS code", help=REFORM_HELP["fiscal_nbs_code"])
+    service_reform_class = fields.Char("IBS/CBS classification", help=REFORM_HELP["fiscal_reform_class"])
+    service_operation_indicator = fields.Char(
+        "IBS/CBS operation indicator", help=REFORM_HELP["fiscal_operation_indicator"]
+    )
+
+    def _nfse_requires_reform(self):
+        self.ensure_one()
+        return self.provider in ("enotas", "invoicy") and self.tax_regime in brazil.REFORM_REGIMES

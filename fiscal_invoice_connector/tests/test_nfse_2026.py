@@ -1,0 +1,272 @@
+"""Brazil 2026: the national standard, the tax reform and what municipalities accept, the same
+through eNotas (REST) and InvoiCy (SOAP), through the real outbox and the simulators."""
+
+from datetime import datetime
+
+from odoo import Command
+from odoo.exceptions import UserError
+from odoo.tests import tagged
+
+from .common import FiscalTestCommon
+
+REFORM = {
+    "fiscal_national_code": "010701",
+    "fiscal_nbs_code": "115021000",
+    "fiscal_reform_class": "000001",
+    "fiscal_operation_indicator": "100301",
+}
+COMPANY_CUSTOMER_VAT = "11.222.333/0001-81"
+ALPHANUMERIC_CNPJ = "12.ABC.345/01DE-35"  # the Receita Federal's example
+
+
+class Nfse2026Cases:
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.withholding = {
+            kind: cls.env["account.tax"].create(
+                {
+                    "name": f"{kind.upper()} retido {rate}% (test)",
+                    "amount": -rate,
+                    "amount_type": "percent",
+                    "type_tax_use": "sale",
+                    "company_id": cls.company.id,
+                    "fiscal_nfse_withholding": kind,
+                }
+            )
+            for kind, rate in (("iss", 2.0), ("pis", 0.65), ("cofins", 3.0), ("csll", 1.0), ("ir", 1.5))
+        }
+        cls.company_customer = cls.customer.copy(
+            {"name": "Padaria Mineira Ltda", "is_company": True, "vat": COMPANY_CUSTOMER_VAT}
+        )
+
+    def setUp(self):
+        super().setUp()
+        self.adapter.set_regime("simples")  # the simulator outlives a test
+
+    def issued(self, order):
+        doc = order.fiscal_document_id
+        self.assertEqual(self.run_until(doc, ("issued",)), "issued", doc.last_error)
+        (remote,) = self.sim_docs_for(doc)
+        return doc, remote
+
+    def refused_before_sending(self, order):
+        doc = order.fiscal_document_id
+        self.run_queue()
+        self.assertEqual(doc.state, "error")
+        self.assertEqual(self.adapter.all_docs(), [], "nothing sent")
+        return doc.last_error
+
+    def new_service(self, name, code, **values):
+        return self.env["product.product"].create(
+            {
+                "name": name,
+                "default_code": code,
+                "type": "service",
+                "invoice_policy": "order",
+                "taxes_id": [Command.clear()],
+                **values,
+            }
+        )
+
+    # -- 1. reform fields per product, category and account; regime pre-flight --------
+    def test_lucro_presumido_note_lacking_reform_fields_is_refused_naming_the_product(self):
+        self.account.tax_regime = "presumido"
+        self.adapter.set_regime("presumido")
+        product = self.new_service("Suporte técnico", "SUP-1", fiscal_nbs_code="115021000")
+        self.assertIn("national service code", product.fiscal_nfse_missing, "named on the product")
+        self.assertNotIn("NBS", product.fiscal_nfse_missing)
+        order = self.confirm(self.make_order(product=product, qty=1, price=500.0))
+        error = self.refused_before_sending(order)
+        self.assertIn("Lucro Presumido", error)
+        self.assertIn("Suporte técnico", error)
+        self.assertIn("cClassTrib", error)
+        self.assertNotIn("NBS", error, "only what is missing is listed")
+        # The category gives what the product lacks; the account gives the operation indicator.
+        product.categ_id = self.env["product.category"].create(
+            {"name": "Serviços de TI", "fiscal_national_code": "010701", "fiscal_reform_class": "000001"}
+        )
+        self.account.service_operation_indicator = "100301"
+        self.env.invalidate_all()
+        self.assertFalse(product.fiscal_nfse_missing)
+        order.fiscal_document_id.action_retry()
+        _doc, remote = self.issued(order)
+        fields_sent = self.adapter.nfse_fields(remote)
+        self.assertEqual(
+            (fields_sent["national_code"], fields_sent["nbs_code"], fields_sent["reform_class"]),
+            ("010701", "115021000", "000001"),
+        )
+
+    def test_an_account_without_a_tax_regime_is_refused_before_sending(self):
+        self.account.tax_regime = False
+        error = self.refused_before_sending(self.confirm(self.make_order(qty=1)))
+        self.assertIn("no tax regime", error)
+
+    # -- 2. withholdings from Odoo's own taxes -------------------------------------------
+    def test_company_customer_withholding_iss_and_federal_taxes_gets_odoo_figures(self):
+        self.company_customer.fiscal_iss_withholding = "yes"
+        taxes = self.withholding["iss"] | self.withholding["pis"] | self.withholding["cofins"]
+        taxes |= self.withholding["csll"] | self.withholding["ir"]
+        self.product.taxes_id = taxes
+        order = self.make_order(partner=self.company_customer, qty=4, price=250.0)
+        order.order_line.discount = 10.0
+        self.confirm(order)
+        _doc, remote = self.issued(order)
+        self.assertEqual(
+            self.adapter.nfse_figures(remote),
+            {
+                "services": 1000.0,
+                "discounts": 100.0,
+                "iss_withheld": 18.0,  # 2 % of 900
+                "pis": 5.85,
+                "cofins": 27.0,
+                "csll": 9.0,
+                "ir": 13.5,
+                "inss": 0.0,
+                "net": order.amount_total,  # 900 - 73.35 = 826.65, Odoo's total
+            },
+        )
+        self.assertAlmostEqual(order.amount_total, 826.65)
+
+    def test_a_person_never_withholds_iss(self):
+        self.account.iss_withheld = True  # the account's default applies to companies only
+        self.product.taxes_id = self.withholding["iss"]
+        error = self.refused_before_sending(self.confirm(self.make_order(qty=1)))
+        self.assertIn("Ana Souza does not withhold it", error)
+        self.product.taxes_id = False
+        order = self.confirm(self.make_order(qty=1, price=300.0))
+        _doc, remote = self.issued(order)
+        figures = self.adapter.nfse_figures(remote)
+        self.assertEqual((figures["iss_withheld"], figures["net"]), (0.0, 300.0))
+
+    def test_a_withholding_company_without_the_iss_tax_is_told_what_to_add(self):
+        self.account.iss_withheld = True  # default for the customers left on "as the account says"
+        error = self.refused_before_sending(self.confirm(self.make_order(partner=self.company_customer, qty=1)))
+        self.assertIn("Padaria Mineira Ltda withholds the ISS", error)
+        self.assertIn("Add the ISS withholding tax", error)
+
+    def test_a_tax_added_to_the_price_is_refused_with_advice(self):
+        self.product.taxes_id = self.tax_23
+        error = self.refused_before_sending(self.confirm(self.make_order(qty=1)))
+        self.assertIn("IVA 23% (test)", error)
+        self.assertIn("no withholding", error)
+
+    # -- 3. several national codes in one sale -----------------------------------------
+    def test_a_sale_of_several_national_codes_is_refused_with_the_groups_to_split(self):
+        training = self.new_service("Treinamento", "TRN-1", fiscal_national_code="080201")
+        self.product.fiscal_national_code = "010701"
+        order = self.make_order(qty=1)
+        order.order_line = [Command.create({"product_id": training.id, "product_uom_qty": 1, "price_unit": 80.0})]
+        error = self.refused_before_sending(self.confirm(order))
+        self.assertIn("2 service codes", error)
+        self.assertIn("010701: [CONS-1] Consultoria em sistemas", error)
+        self.assertIn("080201: [TRN-1] Treinamento", error)
+        self.assertIn("Invoice each code separately", error)
+
+    # -- 4. dates, currency, address -----------------------------------------------------
+    def test_competence_date_is_the_day_in_brazil_not_in_utc(self):
+        # 23:30 in São Paulo on 31 January is 02:30 UTC on 1 February.
+        self.company.partner_id.tz = "America/Sao_Paulo"
+        order = self.confirm(self.make_order(qty=1))
+        order.date_order = datetime(2026, 2, 1, 2, 30)
+        _doc, remote = self.issued(order)
+        self.assertEqual(self.adapter.nfse_fields(remote)["competence"], "2026-01-31")
+
+    def test_a_sale_in_another_currency_is_refused(self):
+        self.pricelist = None  # the company's currency (USD)
+        error = self.refused_before_sending(self.confirm(self.make_order(qty=1)))
+        self.assertIn("reais (BRL) only", error)
+
+    def test_the_street_number_is_not_sent_twice(self):
+        self.customer.street = "Rua Sergipe, 1014"
+        _doc, remote = self.issued(self.confirm(self.make_order(qty=1)))
+        fields_sent = self.adapter.nfse_fields(remote)
+        self.assertEqual((fields_sent["street"], fields_sent["number"]), ("Rua Sergipe", "1014"))
+
+    # -- 5. cancellation: motive and justification ----------------------------------------
+    def _wizard(self, docs, reason, motive="1"):
+        return (
+            self.env["fiscal.cancel.wizard"]
+            .with_context(active_ids=docs.ids)
+            .create({"document_ids": [Command.set(docs.ids)], "reason": reason, "motive": motive})
+        )
+
+    def test_cancellation_carries_the_motive_and_a_justification_of_15_characters(self):
+        order = self.confirm(self.make_order(qty=1))
+        doc, _remote = self.issued(order)
+        short = self._wizard(doc, "Erro no valor")
+        self.assertTrue(short.is_nfse)
+        self.assertIn("15", short.cancellation_rules)
+        with self.assertRaisesRegex(UserError, "at least 15 characters"):
+            short.action_cancel()
+        self.assertEqual(doc.state, "issued", "nothing queued")
+        run = self.env.ref("fiscal_invoice_connector.action_fiscal_cancel_wizard_run")
+        wizard = self._wizard(doc, "Serviço não foi prestado ao cliente", motive="2")
+        run.with_context(active_model="fiscal.cancel.wizard", active_id=wizard.id).run()
+        self.assertEqual((doc.state, doc.cancel_motive), ("to_cancel", "2"))
+        self.assertEqual(self.run_until(doc, ("cancelled",)), "cancelled", doc.last_error)
+        (remote,) = self.sim_docs_for(doc)
+        fields_sent = self.adapter.nfse_fields(remote)
+        justification = "Serviço não foi prestado ao cliente"
+        if self.provider == "invoicy":
+            justification = "Servico nao foi prestado ao cliente"  # InvoiCy takes plain ASCII
+        self.assertEqual((fields_sent["cancel_motive"], fields_sent["cancel_justification"]), ("2", justification))
+
+    def test_a_motive_the_provider_does_not_take_is_refused_at_once(self):
+        doc, _remote = self.issued(self.confirm(self.make_order(qty=1)))
+        motive = "4" if self.provider == "enotas" else "9"
+        with self.assertRaisesRegex(UserError, "does not take the motive"):
+            self._wizard(doc, "Nota emitida em duplicidade", motive=motive).action_cancel()
+
+    def test_the_refund_dialog_shows_what_cancelling_the_note_allows(self):
+        order = self.confirm(self.make_order(qty=1))
+        self.issued(order)
+        invoice = self.invoice_and_post(order)
+        reversal = (
+            self.env["account.move.reversal"]
+            .with_context(active_model="account.move", active_ids=invoice.ids)
+            .create({"reason": "Cliente desistiu", "journal_id": invoice.journal_id.id})
+        )
+        rules = reversal.fiscal_cancellation_rules
+        self.assertIn("has no credit note", rules)
+        self.assertIn("15", rules)
+        self.assertIn("asynchronous" if self.provider == "enotas" else "E-Nota", rules)
+
+    # -- 6. alphanumeric CNPJ ----------------------------------------------------------
+    def test_an_alphanumeric_cnpj_is_accepted_and_a_wrong_one_refused(self):
+        customer = self.company_customer.copy({"vat": ALPHANUMERIC_CNPJ})
+        _doc, remote = self.issued(self.confirm(self.make_order(partner=customer, qty=1)))
+        self.assertEqual(self.adapter.nfse_fields(remote)["tax_id"], "12ABC34501DE35")
+        self.sim.reset()
+        wrong = self.company_customer.copy({"vat": "12.ABC.345/01DE-36"})
+        self.assertIn("is invalid", self.refused_before_sending(self.confirm(self.make_order(partner=wrong))))
+
+    # -- 7. send data only ----------------------------------------------------------------
+    def test_send_data_only_says_nothing_was_sent(self):
+        self.account.mode = "data_only"
+        order = self.confirm(self.make_order(qty=1))
+        self.run_queue()
+        self.assertEqual(order.fiscal_document_id.state, "registered")
+        chatter = self.chatter_text(order)
+        self.assertIn("keeps no customer records, so nothing was sent", chatter)
+        self.assertNotIn("Customer data sent", chatter)
+        self.assertEqual(self.sim.requests, [], "no request at all")
+
+
+@tagged("post_install", "-at_install")
+class TestNfse2026Enotas(Nfse2026Cases, FiscalTestCommon):
+    provider = "enotas"
+
+    def test_the_simulator_refuses_a_lucro_real_note_without_reform_fields(self):
+        # The account says Simples Nacional, so our pre-flight asks for nothing; eNotas knows the
+        # company is in Lucro Real and refuses: the strict simulator is what makes this test fail.
+        self.adapter.set_regime("real")
+        doc = self.confirm(self.make_order(qty=1)).fiscal_document_id
+        self.assertEqual(self.run_until(doc, ("error",)), "error")
+        self.assertIn("codigoTributacaoNacional", doc.last_error)
+        self.assertEqual(self.adapter.all_docs(), [])
+
+
+@tagged("post_install", "-at_install")
+class TestNfse2026Invoicy(Nfse2026Cases, FiscalTestCommon):
+    provider = "invoicy"
