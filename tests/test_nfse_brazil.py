@@ -10,8 +10,8 @@ import requests
 from fiscal_simulators.enotas import EnotasSimulator
 from fiscal_simulators.invoicy import InvoicySimulator
 
-from providers import brazil
-from providers.base import (
+from odoo.addons.fiscal_invoice_connector.providers import brazil
+from odoo.addons.fiscal_invoice_connector.providers.base import (
     CancelReason,
     FiscalDocumentData,
     FiscalLine,
@@ -20,8 +20,8 @@ from providers.base import (
     ProviderConfig,
     ValidationError,
 )
-from providers.enotas import EnotasProvider
-from providers.invoicy import InvoicyProvider
+from odoo.addons.fiscal_invoice_connector.providers.enotas import EnotasProvider
+from odoo.addons.fiscal_invoice_connector.providers.invoicy import InvoicyProvider
 
 KEY = "enotas-key-7c1d9e2f"
 COMPANY = "3d1c8b2a-5e6f-4a7b-9c0d-1e2f3a4b5c6d"

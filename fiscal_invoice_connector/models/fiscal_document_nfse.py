@@ -1,10 +1,10 @@
 """NFS-e cancellations: a motive code and a justification typed by the user (the national
 standard's rules), and what each provider allows, shown before anyone cancels or refunds."""
 
-from odoo import api, fields, models
+from odoo import fields, models
 from odoo.exceptions import UserError
 
-from ..providers import brazil, get_provider_class
+from ..providers import brazil
 from ..providers.base import CancelReason
 
 CANCEL_MOTIVES = list(brazil.CANCEL_MOTIVES.items())
@@ -42,7 +42,7 @@ class FiscalDocument(models.Model):
         motive = getattr(reason, "motive", None)
         nfse = self.filtered(lambda doc: doc._is_nfse() and doc.state in ("issued", "sending", "error", "failed"))
         for doc in nfse.filtered("create_sent"):
-            cls = get_provider_class(doc.account_id.provider)
+            cls = doc.account_id._get_provider_class()
             accepted = getattr(cls, "cancel_motives", None) or getattr(cls, "cancel_codes", ())
             try:
                 brazil.check_cancel_reason(reason, accepted, cls.label)
@@ -52,22 +52,3 @@ class FiscalDocument(models.Model):
         if motive:
             nfse.filtered(lambda doc: doc.state == "to_cancel").write({"cancel_motive": motive})
         return result
-
-
-class FiscalProviderAccount(models.Model):
-    _inherit = "fiscal.provider.account"
-
-    cancellation_rules = fields.Html(
-        "What cancelling allows",
-        compute="_compute_cancellation_rules",
-        help="NFS-e: what this provider (and the municipalities behind it) allow when a note is cancelled.",
-    )
-
-    @api.depends("provider")
-    def _compute_cancellation_rules(self):
-        for account in self:
-            cls = get_provider_class(account.provider) if account.provider else None
-            rules = getattr(cls, "cancellation_rules", ()) if cls else ()
-            account.cancellation_rules = (
-                "<ul>" + "".join(f"<li>{rule}</li>" for rule in rules) + "</ul>" if rules else False
-            )

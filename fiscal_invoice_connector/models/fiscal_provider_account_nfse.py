@@ -1,4 +1,4 @@
-from odoo import fields, models
+from odoo import api, fields, models
 
 from ..providers import brazil
 from .fiscal_nfse_reform_mixin import REFORM_HELP
@@ -24,3 +24,18 @@ class FiscalProviderAccount(models.Model):
     def _nfse_requires_reform(self):
         self.ensure_one()
         return self.provider in ("enotas", "invoicy") and self.tax_regime in brazil.REFORM_REGIMES
+
+    cancellation_rules = fields.Html(
+        "What cancelling allows",
+        compute="_compute_cancellation_rules",
+        help="NFS-e: what this provider (and the municipalities behind it) allow when a note is cancelled.",
+    )
+
+    @api.depends("provider")
+    def _compute_cancellation_rules(self):
+        for account in self:
+            cls = account._get_provider_class() if account.provider else None
+            rules = getattr(cls, "cancellation_rules", ()) if cls else ()
+            account.cancellation_rules = (
+                "<ul>" + "".join(f"<li>{rule}</li>" for rule in rules) + "</ul>" if rules else False
+            )
