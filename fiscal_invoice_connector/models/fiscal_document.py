@@ -174,10 +174,20 @@ class FiscalDocument(models.Model):
         "(payment_key) WHERE payment_key IS NOT NULL AND state NOT IN ('cancelled', 'dropped')",
         "This payment already has a fiscal receipt.",
     )
-    _live_per_order = models.UniqueIndex(
-        "(sale_order_id, kind) WHERE move_id IS NULL AND sale_order_id IS NOT NULL "
-        "AND state NOT IN ('cancelled', 'dropped')",
-        "This order already has a fiscal document.",
+    # One legal document per sale (docs/exactly-once.md): an invoice-kind document of an order
+    # (move_id empty) stands for every invoice of that order, so it and a document of one of
+    # those invoices cannot both be live, whatever the policy or account said when each was
+    # queued. Each live row holds a range on its order: the whole order for an order-level
+    # document, one point (its invoice) for an invoice-level one; two ranges of one order that
+    # overlap are refused. Ids are int4, so order * 2^32 + move never collides across orders.
+    # Documents of an invoice grouping several orders carry no order: _live_sale_documents
+    # checks those (see the doc for the remaining race).
+    _one_invoice_per_sale = models.Constraint(
+        "EXCLUDE USING gist (int8range("
+        "sale_order_id::bigint * 4294967296 + COALESCE(move_id, 0), "
+        "sale_order_id::bigint * 4294967296 + COALESCE(move_id, 4294967295), '[]') WITH &&) "
+        "WHERE (kind = 'invoice' AND sale_order_id IS NOT NULL AND state NOT IN ('cancelled', 'dropped'))",
+        "This sale already has a fiscal invoice (of its order or of one of its invoices).",
     )
 
     @api.depends("number", "sale_order_id", "move_id", "state")
@@ -225,18 +235,89 @@ class FiscalDocument(models.Model):
 
     # ------------------------------------------------------------------ enqueue
     @api.model
+    def _live_sale_documents(self, records):
+        """The live invoice-kind documents that already stand for the sale of each record
+        (sale orders, or customer invoices), as ``{record id: documents}``: one legal document
+        per sale. An order is covered by its own document or by one of any of its invoices; an
+        invoice by its own or by an order-level document of one of its orders. The hooks,
+        ``_enqueue``, ``_enqueue_many`` and the wizards all ask here (docs/exactly-once.md)."""
+        Doc = self.sudo()
+        live = [("kind", "=", "invoice"), ("state", "not in", DEAD_STATES)]
+        result = {record.id: Doc for record in records}
+        if not records:
+            return result
+        if records._name == "sale.order":
+            invoices = {order.id: order.sudo().invoice_ids for order in records}
+            all_invoices = Doc.env["account.move"].union(*invoices.values())
+            domain = ["|", ("sale_order_id", "in", records.ids), ("move_id", "in", all_invoices.ids)]
+        else:
+            orders = {move.id: move._fiscal_sale_orders() for move in records}
+            all_orders = Doc.env["sale.order"].union(*orders.values())
+            domain = ["|", ("move_id", "in", records.ids), "&", ("move_id", "=", False),
+                      ("sale_order_id", "in", all_orders.ids)]  # fmt: skip
+        by_order, by_move = {}, {}
+        for doc in Doc.search(live + domain, order="id"):
+            if doc.move_id:
+                by_move[doc.move_id.id] = by_move.get(doc.move_id.id, Doc) | doc
+            if doc.sale_order_id and (records._name == "sale.order" or not doc.move_id):
+                by_order[doc.sale_order_id.id] = by_order.get(doc.sale_order_id.id, Doc) | doc
+        for record in records:
+            if records._name == "sale.order":
+                docs = by_order.get(record.id, Doc)
+                for invoice in invoices[record.id]:
+                    docs |= by_move.get(invoice.id, Doc)
+            else:
+                docs = by_move.get(record.id, Doc)
+                for order in orders[record.id]:
+                    docs |= by_order.get(order.id, Doc)
+            result[record.id] = docs
+        return result
+
+    def _note_sale_covered(self, move):
+        """Posting (or paying) an invoice whose sale already has its fiscal document, queued for
+        its order (a policy or account changed since): say so on the invoice, and which of its
+        orders, if any, still has none."""
+        own = self.filtered(lambda d: d.move_id == move)
+        if own:
+            return
+        orders = move._fiscal_sale_orders()
+        missing = orders - self.sale_order_id
+        body = self.env._(
+            "The fiscal document %(docs)s of %(orders)s already stands for this sale: no second one is issued.",
+            docs=", ".join(self.mapped(lambda d: d.number or d.reference)),
+            orders=", ".join(self.sale_order_id.mapped("name")),
+        )
+        if missing:
+            body += " " + self.env._(
+                "This invoice also bills %(orders)s, which have no fiscal document: issue them from the order "
+                "(Issue fiscal document now), or cancel %(docs)s and issue one for this invoice.",
+                orders=", ".join(missing.mapped("name")),
+                docs=", ".join(self.mapped(lambda d: d.number or d.reference)),
+            )
+        move.sudo().message_post(body=body, subtype_xmlid="mail.mt_note")
+
+    @api.model
     def _enqueue(self, account, *, order=None, move=None, kind="invoice", **extra):
         """Record that a fiscal document must exist. Runs in the user's transaction:
-        only inserts a row, never talks to a provider, never raises for a duplicate."""
-        source_domain = [("kind", "=", kind), ("state", "not in", DEAD_STATES)]
-        if move:
-            source_domain.append(("move_id", "=", move.id))
-        else:
-            source_domain += [("sale_order_id", "=", order.id), ("move_id", "=", False)]
-        existing = self.sudo().search(source_domain, limit=1)
-        if existing:
-            return existing
+        only inserts a row, never talks to a provider, never raises for a duplicate.
+        An invoice whose sale already has its document (of the order, or of this invoice)
+        gets that one back, whatever the account or policy says now."""
         record = move or order
+        if kind == "invoice":
+            existing = self._live_sale_documents(record)[record.id]
+            if existing:
+                if move:
+                    existing._note_sale_covered(move)
+                return existing
+        else:
+            source_domain = [("kind", "=", kind), ("state", "not in", DEAD_STATES)]
+            if move:
+                source_domain.append(("move_id", "=", move.id))
+            else:
+                source_domain += [("sale_order_id", "=", order.id), ("move_id", "=", False)]
+            existing = self.sudo().search(source_domain, limit=1)
+            if existing:
+                return existing
         vals = {
             "company_id": record.company_id.id,
             "account_id": account.id,
@@ -257,8 +338,11 @@ class FiscalDocument(models.Model):
         try:
             with self.env.cr.savepoint():
                 doc = Doc.create(vals)
-        except psycopg2.errors.UniqueViolation:
-            # A concurrent transaction enqueued the same source (unique index): keep theirs.
+        except (psycopg2.errors.UniqueViolation, psycopg2.errors.ExclusionViolation):
+            # A concurrent transaction documented the same sale (unique index, exclusion
+            # constraint): keep theirs (invisible to this snapshot when it committed after it began).
+            if kind == "invoice":
+                return self._live_sale_documents(record)[record.id]
             return self.sudo().search(source_domain, limit=1)
         doc._invalidate_sources()
         doc._post_on_sources(self.env._("Fiscal document queued at %s.", account.name), on_document=False)
@@ -268,11 +352,15 @@ class FiscalDocument(models.Model):
     @api.model
     def _enqueue_many(self, account, records, per_minute=30):
         """Bulk enqueue (backfill): one insert for all, no chatter per record, spread in time
-        so the queue never sends more than ``per_minute`` of them in a minute."""
+        so the queue never sends more than ``per_minute`` of them in a minute. A sale that
+        already has its document keeps it (returned with the new ones)."""
         is_move = records._name == "account.move"
+        covered = self._live_sale_documents(records)
+        existing = self.sudo().union(*covered.values())
+        todo = records.filtered(lambda r: not covered[r.id])
         now = fields.Datetime.now()
         vals_list = []
-        for index, record in enumerate(records):
+        for index, record in enumerate(todo):
             orders = record._fiscal_sale_orders() if is_move else record
             vals_list.append(
                 {
@@ -294,13 +382,14 @@ class FiscalDocument(models.Model):
         try:
             with self.env.cr.savepoint():
                 docs = Doc.create(vals_list)
-        except psycopg2.errors.UniqueViolation:
+        except (psycopg2.errors.UniqueViolation, psycopg2.errors.ExclusionViolation):
             # Someone documented some of them meanwhile: go one by one (each returns the live one).
             docs = self.browse()
-            for record in records:
+            for record in todo:
                 docs |= self._enqueue(account, **({"move": record} if is_move else {"order": record}))
-        self._trigger_processing()
-        return docs
+        if docs:
+            self._trigger_processing()
+        return existing | docs
 
     @api.model
     def _trigger_processing(self, at=None):
@@ -991,9 +1080,8 @@ class FiscalDocument(models.Model):
         """A posted Odoo credit note reversing an invoice that has a fiscal document gets its
         fiscal credit note, referencing the original; one per Odoo credit note, never two."""
         # Even if the original has not reached the provider yet: the credit note waits for it.
-        original = refund.reversed_entry_id._fiscal_documents().filtered(
-            lambda d: d.kind == "invoice" and d.state not in DEAD_STATES
-        )[:1]
+        invoice = refund.reversed_entry_id
+        original = self._live_sale_documents(invoice)[invoice.id][:1] if invoice else self.browse()
         if not original:
             return self.browse()
         account = original.account_id
@@ -1017,9 +1105,7 @@ class FiscalDocument(models.Model):
 
     @api.model
     def _enqueue_receipt(self, invoice, key, amount, date, method):
-        original = invoice._fiscal_documents().filtered(
-            lambda d: d.kind == "invoice" and d.state not in DEAD_STATES and d.document_type == "invoice"
-        )[:1]
+        original = self._live_sale_documents(invoice)[invoice.id].filtered(lambda d: d.document_type == "invoice")[:1]
         if not original or not original.account_id.issue_receipts:
             return self.browse()
         if "receipt" not in original.account_id._capabilities():
