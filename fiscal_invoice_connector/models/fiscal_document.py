@@ -745,7 +745,7 @@ class FiscalDocument(models.Model):
         if "receipt" not in client.capabilities:
             raise UserError(self.env._("%s does not issue receipts.", client.label))
         if self.create_sent and not self.remote_id and hasattr(client, "find_receipt"):
-            found = client.find_receipt(self.reference)
+            found = client.find_receipt(self.reference, original.remote_id)
             if found:
                 self._store_remote(found)
                 self._commit()
