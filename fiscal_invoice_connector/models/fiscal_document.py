@@ -247,30 +247,26 @@ class FiscalDocument(models.Model):
         if not records:
             return result
         if records._name == "sale.order":
-            invoices = {order.id: order.sudo().invoice_ids for order in records}
-            all_invoices = Doc.env["account.move"].union(*invoices.values())
-            domain = ["|", ("sale_order_id", "in", records.ids), ("move_id", "in", all_invoices.ids)]
-        else:
-            orders = {move.id: move._fiscal_sale_orders() for move in records}
-            all_orders = Doc.env["sale.order"].union(*orders.values())
-            domain = ["|", ("move_id", "in", records.ids), "&", ("move_id", "=", False),
-                      ("sale_order_id", "in", all_orders.ids)]  # fmt: skip
-        by_order, by_move = {}, {}
+            # Through the invoice lines in SQL: no invoice_ids computed for a whole backfill.
+            domain = ["|", ("sale_order_id", "in", records.ids),
+                      ("move_id.invoice_line_ids.sale_line_ids.order_id", "in", records.ids)]  # fmt: skip
+            for doc in Doc.search(live + domain, order="id"):
+                for order in doc.sale_order_id | doc.move_id._fiscal_sale_orders():
+                    if order.id in result:
+                        result[order.id] |= doc
+            return result
+        orders = {move.id: move._fiscal_sale_orders() for move in records}
+        all_orders = Doc.env["sale.order"].union(*orders.values())
+        domain = ["|", ("move_id", "in", records.ids), "&", ("move_id", "=", False),
+                  ("sale_order_id", "in", all_orders.ids)]  # fmt: skip
+        by_move, by_order = {}, {}  # the invoice's own documents; order-level ones
         for doc in Doc.search(live + domain, order="id"):
             if doc.move_id:
                 by_move[doc.move_id.id] = by_move.get(doc.move_id.id, Doc) | doc
-            if doc.sale_order_id and (records._name == "sale.order" or not doc.move_id):
-                by_order[doc.sale_order_id.id] = by_order.get(doc.sale_order_id.id, Doc) | doc
-        for record in records:
-            if records._name == "sale.order":
-                docs = by_order.get(record.id, Doc)
-                for invoice in invoices[record.id]:
-                    docs |= by_move.get(invoice.id, Doc)
             else:
-                docs = by_move.get(record.id, Doc)
-                for order in orders[record.id]:
-                    docs |= by_order.get(order.id, Doc)
-            result[record.id] = docs
+                by_order[doc.sale_order_id.id] = by_order.get(doc.sale_order_id.id, Doc) | doc
+        for move in records:
+            result[move.id] = by_move.get(move.id, Doc).union(*(by_order.get(o.id, Doc) for o in orders[move.id]))
         return result
 
     def _note_sale_covered(self, move):
