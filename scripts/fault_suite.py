@@ -21,12 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+import xmlrpc.client
 from collections import Counter
 from pathlib import Path
 
@@ -41,6 +45,8 @@ if "ODOO_BIN" not in os.environ:
 import psycopg2  # noqa: E402 - after the environment check above
 from fiscal_simulators.enotas import EnotasSimulator  # noqa: E402
 from fiscal_simulators.invoicexpress import InvoiceXpressSimulator  # noqa: E402
+from fiscal_simulators.invoicy import InvoicySimulator  # noqa: E402
+from fiscal_simulators.vendus import VendusSimulator  # noqa: E402
 
 PY = os.environ["PY"]
 ODOO_BIN = os.environ["ODOO_BIN"]
@@ -50,6 +56,11 @@ ENOTAS_KEY = "fault-suite-enotas-key-3b9d"
 ENOTAS_COMPANY = "9d2b1c4e-5f6a-4b7c-8d9e-0a1b2c3d4e5f"
 APP_NAME = "fic-fault-{pid}"  # application_name of each worker's connections (pg_stat_activity)
 HELD = 120.0  # seconds a simulator holds an answer ("timeout" fault after processing)
+VENDUS_KEY = "fault-suite-vendus-key-5e2a"
+INVOICY_PARTNER = "fault-suite-invoicy-pk-8d4f"
+INVOICY_ACCESS = "fault-suite-invoicy-ak-1c7b"
+INVOICY_CNPJ = "11222333000181"
+PREFORK_ACCOUNT = "Prefork %"  # name pattern of the prefork run's accounts
 
 
 def say(message):
@@ -233,7 +244,8 @@ SETUP_CODE = textwrap.dedent(
     Account = env["fiscal.provider.account"].with_context(tracking_disable=True)
     # Earlier runs (--reuse): their accounts point at simulators that are gone.
     Account.search([("name", "like", "Fault suite %")]).write({"active": False})
-    tax = env["account.tax"].create({
+    Tax = env["account.tax"]
+    tax = Tax.search([("name", "=", "IVA 23% (fault suite)"), ("company_id", "=", company.id)]) or Tax.create({
         "name": "IVA 23% (fault suite)", "amount": 23.0, "amount_type": "percent", "type_tax_use": "sale",
         "company_id": company.id, "fiscal_tax_name": "IVA23",
     })
@@ -299,10 +311,415 @@ SETUP_CODE = textwrap.dedent(
             assert doc and doc.account_id == account, (order.name, doc, doc.account_id)
             refs.append(doc.reference)
         out["references"][provider] = refs
+    # The prefork run: one account per provider, paced at its budget, its own orders.
+    prefork = json.loads(os.environ.get("FIC_PREFORK_PLAN") or "{}")
+    out["prefork"] = {}
+    if prefork:
+        Account.search([("name", "like", "Prefork %")]).write({"active": False, "state": "paused"})
+        eur = env.ref("base.EUR")
+        eur.active = True
+        eur_pricelist = env["product.pricelist"].create({"name": "EUR (prefork)", "currency_id": eur.id})
+        br_service = {"service_description": "Consultoria em sistemas", "service_code": "1.07",
+                      "service_lc116": "1.07", "iss_rate": 2.0, "service_city_code": "3106200", "poll_interval": 1}
+    for provider, spec in prefork.items():
+        common = {"name": f"Prefork {provider}", "company_id": company.id, "provider": provider,
+                  "base_url": spec["url"], "trigger": "order_confirm", "cancel_on_refund": True,
+                  "rate_limit_per_minute": spec["budget"]}
+        extra = {
+            "invoicexpress": {"account_name": "prefork", "api_key": spec["key"], "mode": "finalize",
+                              "document_type": "invoice", "send_email": True, "issue_receipts": False},
+            "vendus": {"api_key": spec["key"], "register_id": "1", "document_type": "invoice",
+                       "issue_receipts": True},
+            "enotas": {"api_key": spec["key"], "company_ref": spec.get("company"), **br_service},
+            "invoicy": {"api_key": spec["key"], "access_key": spec.get("access"), "company_ref": spec.get("company"),
+                        "issuer_municipal_registration": "12345", **br_service},
+        }[provider]
+        account = Account.create({**common, **extra})
+        customer = pt if provider in ("invoicexpress", "vendus") else br
+        sales = []
+        for index in range(spec["count"]):
+            vals = {"partner_id": customer.id, "fiscal_account_id": account.id,
+                    "order_line": [Command.create({"product_id": product.id, "product_uom_qty": 1 + index % 2,
+                                                   "price_unit": 100.0})]}
+            if provider == "vendus":
+                vals["pricelist_id"] = eur_pricelist.id  # Vendus issues in euros only
+            order = env["sale.order"].create(vals)
+            order.action_confirm()
+            doc = order.fiscal_document_id
+            assert doc and doc.account_id == account, (order.name, doc, doc.account_id)
+            sales.append([order.id, doc.reference])
+        out["prefork"][provider] = sales
     env.cr.commit()
     print("RESULT " + json.dumps(out))
     """
 )
+
+
+# ---------------------------------------------------------------------------
+# The prefork run: a real Odoo server, its cron killed at its time limit, users over XML-RPC
+# ---------------------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RpcUser:
+    """A user in another process: pays, refunds and cancels through the server's HTTP workers."""
+
+    def __init__(self, port, db):
+        self.db = db
+        url = f"http://127.0.0.1:{port}/xmlrpc/2"
+        self.uid = xmlrpc.client.ServerProxy(f"{url}/common").authenticate(db, "admin", "admin", {})
+        self.models = xmlrpc.client.ServerProxy(f"{url}/object", allow_none=True)
+
+    def call(self, model, method, args, context=None):
+        try:
+            kwargs = {"context": context} if context else {}
+            return self.models.execute_kw(self.db, self.uid, "admin", model, method, args, kwargs)
+        except xmlrpc.client.Fault as e:
+            if "cannot marshal None" in e.faultString:  # done and committed; the answer is None
+                return None
+            raise
+
+    def invoice(self, order_id):
+        context = {"active_model": "sale.order", "active_ids": [order_id], "active_id": order_id}
+        wizard = self.call("sale.advance.payment.inv", "create", [{"advance_payment_method": "delivered"}], context)
+        self.call("sale.advance.payment.inv", "create_invoices", [[wizard]], context)
+        (order,) = self.call("sale.order", "read", [[order_id], ["invoice_ids"]])
+        invoice = max(order["invoice_ids"])
+        self.call("account.move", "action_post", [[invoice]])
+        return invoice
+
+    def pay(self, order_id):
+        invoice = self.invoice(order_id)
+        context = {"active_model": "account.move", "active_ids": [invoice]}
+        wizard = self.call("account.payment.register", "create", [{}], context)
+        self.call("account.payment.register", "action_create_payments", [[wizard]], context)
+
+    def refund(self, order_id):
+        invoice = self.invoice(order_id)
+        (move,) = self.call("account.move", "read", [[invoice], ["journal_id"]])
+        context = {"active_model": "account.move", "active_ids": [invoice]}
+        vals = {"reason": "Devolvido (fault suite)", "journal_id": move["journal_id"][0]}
+        wizard = self.call("account.move.reversal", "create", [vals], context)
+        action = self.call("account.move.reversal", "refund_moves", [[wizard]], context)
+        self.call("account.move", "action_post", [[action["res_id"]]])
+
+    def cancel(self, order_id):
+        docs = self.call("fiscal.document", "search", [[("sale_order_id", "=", order_id), ("kind", "=", "invoice")]])
+        vals = {"document_ids": [(6, 0, docs)], "reason": "Pedido anulado (fault suite)"}
+        wizard = self.call("fiscal.cancel.wizard", "create", [vals])
+        self.call("fiscal.cancel.wizard", "action_cancel", [[wizard]])
+
+
+class PreforkRun:
+    """``odoo --workers 2 --max-cron-threads 1 --limit-time-real-cron N``: the queue is run by
+    Odoo's own cron worker, SIGKILLed by the master when a run passes its time limit, on a
+    backlog that needs several runs at the providers' budgets (simulators with latency and the
+    same budget), while a user pays, refunds and cancels documents in flight over XML-RPC."""
+
+    # Per provider: what a user may do to a sale (Vendus invoices cannot be cancelled: refund).
+    ACTIONS = {
+        "invoicexpress": ("pay", "refund", "cancel"),
+        "vendus": ("pay", "refund"),
+        "enotas": ("pay", "refund", "cancel"),
+        "invoicy": ("pay", "refund", "cancel"),
+    }
+
+    def __init__(self, run, args):
+        self.run, self.args = run, args
+        self.rng = random.Random(args.seed)
+        budget, latency = args.prefork_budget, args.prefork_latency
+        self.sims = {
+            "invoicexpress": InvoiceXpressSimulator(
+                api_key=IX_KEY, rate_limit_per_minute=budget, latency=latency, pdf_polls_before_ready=1
+            ),
+            "vendus": VendusSimulator(api_key=VENDUS_KEY, rate_limit=budget, latency=latency),
+            "enotas": EnotasSimulator(
+                api_key=ENOTAS_KEY,
+                company_id=ENOTAS_COMPANY,
+                authorization_delay=0.5,
+                rate_limit_per_minute=budget,
+                latency=latency,
+            ),
+            "invoicy": InvoicySimulator(
+                partner_key=INVOICY_PARTNER,
+                access_key=INVOICY_ACCESS,
+                company_code=INVOICY_CNPJ,
+                authorization_delay=0.5,
+                rate_limit_per_minute=budget,
+                latency=latency,
+            ),
+        }
+        self.sales = {}  # provider -> [(order id, reference of its fiscal invoice)]
+        self.done = Counter()  # (provider, action) -> done
+        self.refused = []  # (provider, action, order, error)
+        self.sending = {}  # provider -> documents left in "sending" at the end of the window
+        self.kills = 0
+        self.server = None
+        self.stopping = threading.Event()
+
+    def plan(self):
+        keys = {
+            "invoicexpress": {"key": IX_KEY},
+            "vendus": {"key": VENDUS_KEY},
+            "enotas": {"key": ENOTAS_KEY, "company": ENOTAS_COMPANY},
+            "invoicy": {"key": INVOICY_PARTNER, "access": INVOICY_ACCESS, "company": INVOICY_CNPJ},
+        }
+        return {
+            provider: {"count": self.args.prefork_orders, "url": sim.base_url, "budget": self.args.prefork_budget,
+                       **keys[provider]}
+            for provider, sim in self.sims.items()
+        }  # fmt: skip
+
+    def start_simulators(self):
+        for sim in self.sims.values():
+            sim.start()
+
+    def stop_simulators(self):
+        for sim in self.sims.values():
+            sim.stop()
+
+    # -- the server ------------------------------------------------------------------------
+    def start_server(self):
+        self.port, gevent_port = free_port(), free_port()
+        self.log_path = self.run.odoo.workdir / "prefork-server.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop_server
+        command = self.run.odoo.command(
+            "-d", self.run.odoo.name, f"--db-filter=^{self.run.odoo.name}$", "--workers=2", "--max-cron-threads=1",
+            f"--limit-time-real-cron={self.args.cron_limit}", "--limit-time-real=120", f"--http-port={self.port}",
+            f"--gevent-port={gevent_port}", "--http-interface=127.0.0.1",
+        )  # fmt: skip
+        # A session of its own: the master and its workers are stopped together, by this group's id.
+        self.server = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                if self.server.poll() is not None:
+                    break
+                time.sleep(0.5)
+        return False
+
+    def stop_server(self):
+        if self.server is None or self.log.closed:
+            return
+        if self.server.poll() is None:
+            os.killpg(self.server.pid, signal.SIGTERM)
+            try:
+                self.server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.server.pid, signal.SIGKILL)
+                self.server.wait(timeout=10)
+        self.log.close()
+        lines = Path(self.log_path).read_text(errors="replace").splitlines()
+        # The master's words when it SIGKILLs a cron worker past --limit-time-real-cron.
+        self.kills = len([line for line in lines if "WorkerCron" in line and "timeout after" in line])
+
+    def trigger_cron(self):
+        """What a hook's ``_trigger`` does: a trigger row and a NOTIFY to the cron worker."""
+        connection = psycopg2.connect(dbname=self.run.odoo.name)
+        with connection, connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO ir_cron_trigger (cron_id, call_at) SELECT res_id, now() at time zone 'UTC' "
+                "FROM ir_model_data WHERE module = 'fiscal_invoice_connector' "
+                "AND name = 'ir_cron_process_fiscal_documents'"
+            )
+            cursor.execute("SELECT pg_notify('cron_trigger', %s)", (self.run.odoo.name,))
+        connection.close()
+
+    def keep_triggering(self):
+        """Users keep confirming and paying elsewhere: each commit wakes the cron (its NOTIFY).
+        Without it, Odoo's cron worker sleeps up to 60 s between polls, and the master counts that
+        sleep against --limit-time-real-cron: below about 70 s, an idle cron worker is killed."""
+        while not self.stopping.wait(2.0):
+            try:
+                self.trigger_cron()
+            except psycopg2.Error:
+                pass
+
+    def accounts_sql(self):
+        return "account_id IN (SELECT id FROM fiscal_provider_account WHERE name LIKE %s AND active)"
+
+    def pending(self):
+        return sql(
+            self.run.odoo.name,
+            "SELECT reference, state FROM fiscal_document WHERE " + self.accounts_sql() + " AND "
+            "(state IN ('to_send', 'sending', 'to_cancel') OR (state = 'issued' AND "
+            "(pdf_state = 'pending' OR email_state = 'pending' OR settle_state = 'pending')))",
+            (PREFORK_ACCOUNT,),
+        )
+
+    # -- the user ---------------------------------------------------------------------------
+    def user_actions(self, user):
+        """Seeded: which sales, what, in which order and after which pause."""
+        plan = []
+        for provider, sales in self.sales.items():
+            chosen = self.rng.sample(sales, k=min(len(sales), self.args.prefork_actions))
+            plan += [(provider, self.rng.choice(self.ACTIONS[provider]), order_id) for order_id, _ref in chosen]
+        self.rng.shuffle(plan)
+        for provider, action, order_id in plan:
+            time.sleep(self.rng.uniform(0.2, 1.5))
+            try:
+                getattr(user, action)(order_id)
+                self.done[(provider, action)] += 1
+            except (xmlrpc.client.Fault, OSError) as e:
+                text = getattr(e, "faultString", str(e)).strip().splitlines()
+                self.refused.append((provider, action, order_id, text[-1][:160] if text else "?"))
+
+    # -- the phase ---------------------------------------------------------------------------
+    def main(self):
+        say(f"5. Real prefork server: --workers 2 --max-cron-threads 1 --limit-time-real-cron {self.args.cron_limit}")
+        # A live server runs its other scheduled actions on their schedules; a fresh database has
+        # them all overdue, and they would eat the cron worker's first runs: not what is measured.
+        sql(
+            self.run.odoo.name,
+            "UPDATE ir_cron SET nextcall = (now() at time zone 'UTC') + interval '1 day' WHERE id NOT IN "
+            "(SELECT res_id FROM ir_model_data WHERE module = 'fiscal_invoice_connector' AND model = 'ir.cron')",
+        )
+        if not self.start_server():
+            self.run.problems.append("prefork: the Odoo server did not start")
+            return
+        try:
+            refs = [ref for sales in self.sales.values() for _order, ref in sales]
+            sql(
+                self.run.odoo.name,
+                "UPDATE fiscal_document SET next_attempt = (now() at time zone 'UTC') - interval '1 second' "
+                "WHERE reference = ANY(%s)",
+                (refs,),
+            )
+            ticker = threading.Thread(target=self.keep_triggering, daemon=True)
+            ticker.start()
+            say(f"  {len(refs)} documents due at budget {self.args.prefork_budget} calls/minute per account; "
+                f"a user acts on {self.args.prefork_actions} sales per provider over XML-RPC")  # fmt: skip
+            user = threading.Thread(target=self.user_actions, args=(RpcUser(self.port, self.run.odoo.name),))
+            user.start()
+            time.sleep(self.args.prefork_window)
+            user.join(timeout=60)
+            say(f"  after {self.args.prefork_window} s: {len(self.pending())} documents still queued; draining "
+                "(leases made to expire, as time passing would)")  # fmt: skip
+            deadline = time.monotonic() + self.args.prefork_drain
+            while self.pending() and time.monotonic() < deadline:
+                self.run.expire_leases()
+                time.sleep(min(self.args.cron_limit, 10))
+            self.stopping.set()
+            rows = sql(
+                self.run.odoo.name,
+                "SELECT p.provider, count(*) FROM fiscal_document d JOIN fiscal_provider_account p "
+                "ON p.id = d.account_id WHERE p.name LIKE %s AND p.active AND d.state = 'sending' GROUP BY p.provider",
+                (PREFORK_ACCOUNT,),
+            )
+            self.sending = dict(rows)
+            left = self.pending()
+            if left:
+                say(f"  not drained: {len(left)} documents still queued {left[:5]}")
+        finally:
+            self.stopping.set()
+            self.stop_server()
+        say(f"  cron worker killed at its time limit {self.kills} times; user actions done "
+            f"{sum(self.done.values())}, refused {len(self.refused)}")  # fmt: skip
+
+    # -- counting -----------------------------------------------------------------------------
+    def remote(self, provider):
+        """{reference: [status of each numbered document]}, and the drafts, at the provider."""
+        sim, numbered, drafts = self.sims[provider], {}, 0
+
+        def add(ref, status):
+            numbered.setdefault(ref, []).append(status)
+
+        if provider == "invoicexpress":
+            for doc in sim.documents.values():
+                if doc["status"] == "draft":
+                    drafts += 1
+                elif doc["status"] in ("final", "settled", "canceled"):
+                    add((doc.get("reference") or "").split(" ")[-1], doc["status"])
+            for receipt in sim.receipts.values():
+                add(receipt.get("note") or "", receipt["status"])
+        elif provider == "vendus":
+            for doc in sim.documents.values():
+                add(doc.get("external_reference") or "", {"N": "final", "A": "canceled"}.get(doc["status"]["id"]))
+        elif provider == "enotas":
+            for doc in sim.find():
+                status = {"Autorizada": "final", "Cancelada": "canceled"}.get(doc["status"])
+                if status:
+                    add(doc.get("idExterno"), status)
+        else:
+            for key in list(sim.documents):
+                doc = sim.find(key)
+                status = {"authorized": "final", "canceled": "canceled"}.get(doc["status"])
+                if status:
+                    add(key, status)
+        return numbered, drafts
+
+    def count(self):
+        rows = []
+        for provider, sim in self.sims.items():
+            odoo = sql(
+                self.run.odoo.name,
+                "SELECT d.reference, d.kind, d.state FROM fiscal_document d JOIN fiscal_provider_account p "
+                "ON p.id = d.account_id WHERE p.name = %s AND p.active",
+                (f"Prefork {provider}",),
+            )
+            numbered, drafts = self.remote(provider)
+            duplicates = [ref for ref, _kind, _state in odoo if len(numbered.get(ref, ())) > 1]
+            # Dropped before sending, or cancelled as a draft (deleted, never legal): nothing to find.
+            lost = [
+                ref for ref, _kind, state in odoo if state not in ("dropped", "cancelled") and not numbered.get(ref)
+            ]
+            expected_remote = {"issued": ("final", "settled"), "cancelled": ("canceled",), "dropped": ()}
+            differs = [
+                ref
+                for ref, _kind, state in odoo
+                if state in expected_remote
+                and numbered.get(ref)
+                and not set(numbered[ref]) & set(expected_remote[state])
+                or (state == "dropped" and numbered.get(ref))
+            ]
+            emailed_twice = None
+            if provider == "invoicexpress":
+                emailed_twice = len([n for n in Counter(e["document_id"] for e in sim.emails).values() if n > 1])
+            row = {
+                "provider": provider,
+                "documents": len(odoo),
+                "issued": len([1 for _ref, _kind, state in odoo if state == "issued"]),
+                "calls": len(sim.requests),
+                "duplicates": len(duplicates),
+                "lost": len(lost),
+                "emailed twice": emailed_twice,
+                "orphan drafts": drafts if provider == "invoicexpress" else None,
+                "left in sending": self.sending.get(provider, 0),
+                "Odoo != provider": len(set(differs)),
+            }
+            rows.append(row)
+            bad = {k: v for k, v in row.items() if k not in ("provider", "documents", "issued", "calls") and v}
+            if bad:
+                self.run.problems.append(f"prefork {provider}: {bad} (lost {lost[:3]}, duplicates {duplicates[:3]})")
+        return rows
+
+
+def print_prefork_table(rows, prefork):
+    columns = ["documents", "issued", "calls", "duplicates", "lost", "emailed twice", "orphan drafts",
+               "left in sending", "Odoo != provider"]  # fmt: skip
+    print()
+    print(
+        f"Prefork run (--workers 2, cron killed after {prefork.args.cron_limit} s: {prefork.kills} kills; "
+        f"seed {prefork.args.seed}): per provider; from duplicates on, all must be 0 ('-': no such step there)"
+    )
+    print(f"{'provider':<14} " + " ".join(f"{c:>{max(len(c), 6)}}" for c in columns))
+    for row in rows:
+        cells = ["-" if row[c] is None else str(row[c]) for c in columns]
+        print(
+            f"{row['provider']:<14} " + " ".join(f"{v:>{max(len(c), 6)}}" for c, v in zip(columns, cells, strict=True))
+        )
+    done = ", ".join(f"{p} {a} x{n}" for (p, a), n in sorted(prefork.done.items()))
+    print(f"  user actions over XML-RPC: {done or 'none'}")
+    for provider, action, order_id, error in prefork.refused:
+        print(f"  refused: {provider} {action} (order {order_id}): {error}")
 
 
 # ---------------------------------------------------------------------------
@@ -317,6 +734,7 @@ class Run:
         self.ix = InvoiceXpressSimulator(api_key=IX_KEY, rate_limit_per_minute=None, pdf_polls_before_ready=1)
         self.enotas = EnotasSimulator(api_key=ENOTAS_KEY, company_id=ENOTAS_COMPANY, authorization_delay=0)
         self.sims = {"invoicexpress": self.ix, "enotas": self.enotas}
+        self.prefork = PreforkRun(self, args) if args.prefork_orders else None
         self.injected = Counter()  # (provider, what) -> count
         self.problems = []
         self.references = {}
@@ -473,8 +891,10 @@ class Run:
         return sql(
             self.odoo.name,
             "SELECT reference, state, pdf_state, email_state, last_error FROM fiscal_document "
-            "WHERE state IN ('to_send', 'sending', 'to_cancel') OR (state = 'issued' AND "
-            "(pdf_state = 'pending' OR email_state = 'pending')) ORDER BY id",
+            "WHERE (state IN ('to_send', 'sending', 'to_cancel') OR (state = 'issued' AND "
+            "(pdf_state = 'pending' OR email_state = 'pending'))) AND account_id NOT IN "
+            "(SELECT id FROM fiscal_provider_account WHERE name LIKE %s) ORDER BY id",
+            (PREFORK_ACCOUNT,),
         )
 
     # -- counting ------------------------------------------------------------------------
@@ -520,6 +940,35 @@ class Run:
                 self.problems.append(f"{provider}: not issued in Odoo {not_issued}")
         return rows
 
+    def fault_phases(self):
+        """Phases 1-4: killed and cut-off workers, two at once, recovery."""
+        say("1. SIGKILL between the provider's success and Odoo's commit, at each step")
+        steps = [
+            ("invoicexpress", "customer", "POST", "/clients.json"),
+            ("invoicexpress", "create", "POST", "/invoices.json"),
+            ("invoicexpress", "finalize", "PUT", "/change-state"),
+            ("invoicexpress", "PDF", "GET", "/api/pdf/"),
+            ("invoicexpress", "email", "PUT", "/email-document"),
+            ("enotas", "create", "POST", "/nfes"),
+            ("enotas", "status", "GET", "/nfes/"),
+            ("enotas", "PDF", "GET", "/pdf"),
+        ]
+        for provider, step, method, path in steps:
+            if provider not in self.references:
+                continue
+            self.kill_after_success(provider, step, method, path)
+        say("2. The database connection dropped in the middle of a call, then of a busy batch")
+        self.drop_connection_mid_call("invoicexpress", "finalize", "PUT", "/change-state")
+        self.drop_connection_mid_batch()
+        say("3. Two workers at once on the same queue, with transient faults")
+        self.expire_leases()
+        self.two_workers()
+        say("4. Recovery: leases expire, two workers run until the queue is drained")
+        drained = self.recover()
+        if not drained:
+            self.problems.append(f"the queue did not drain: {self.pending()[:10]}")
+        return self.count()
+
     # -- main -----------------------------------------------------------------------------
     def main(self):
         started = time.monotonic()
@@ -529,10 +978,15 @@ class Run:
             return 2
         for sim in self.sims.values():
             sim.start()
+        if self.prefork:
+            self.prefork.start_simulators()
+        rows = prefork_rows = None
         try:
             plan = {"invoicexpress": self.args.orders}
             if self.args.enotas_orders:
                 plan["enotas"] = self.args.enotas_orders
+            if self.args.prefork_only:
+                plan = {}
             output = self.odoo.shell(
                 SETUP_CODE,
                 env={
@@ -543,44 +997,33 @@ class Run:
                     "FIC_ENOTAS_KEY": ENOTAS_KEY,
                     "FIC_ENOTAS_COMPANY": ENOTAS_COMPANY,
                     "FIC_CONCURRENCY": str(self.args.concurrency or ""),
+                    "FIC_PREFORK_PLAN": json.dumps(self.prefork.plan() if self.prefork else {}),
                 },
             )
             line = next(line for line in output.splitlines() if line.startswith("RESULT "))
-            self.references = json.loads(line[len("RESULT ") :])["references"]
+            result = json.loads(line[len("RESULT ") :])
+            self.references = result["references"]
+            if self.prefork:
+                self.prefork.sales = result["prefork"]
             self.waiting = {provider: list(refs) for provider, refs in self.references.items()}
             self.hold_back_all()  # released in waves: every step meets fresh documents
             confirmed = ", ".join(f"{len(refs)} {provider}" for provider, refs in self.references.items())
             say(f"{confirmed} orders confirmed; the queue is run by real worker processes")
-            say("1. SIGKILL between the provider's success and Odoo's commit, at each step")
-            steps = [
-                ("invoicexpress", "customer", "POST", "/clients.json"),
-                ("invoicexpress", "create", "POST", "/invoices.json"),
-                ("invoicexpress", "finalize", "PUT", "/change-state"),
-                ("invoicexpress", "PDF", "GET", "/api/pdf/"),
-                ("invoicexpress", "email", "PUT", "/email-document"),
-                ("enotas", "create", "POST", "/nfes"),
-                ("enotas", "status", "GET", "/nfes/"),
-                ("enotas", "PDF", "GET", "/pdf"),
-            ]
-            for provider, step, method, path in steps:
-                if provider not in self.references:
-                    continue
-                self.kill_after_success(provider, step, method, path)
-            say("2. The database connection dropped in the middle of a call, then of a busy batch")
-            self.drop_connection_mid_call("invoicexpress", "finalize", "PUT", "/change-state")
-            self.drop_connection_mid_batch()
-            say("3. Two workers at once on the same queue, with transient faults")
-            self.expire_leases()
-            self.two_workers()
-            say("4. Recovery: leases expire, two workers run until the queue is drained")
-            drained = self.recover()
-            if not drained:
-                self.problems.append(f"the queue did not drain: {self.pending()[:10]}")
-            rows = self.count()
+            if not self.args.prefork_only:
+                rows = self.fault_phases()
+            if self.prefork:
+                self.prefork.main()
+                prefork_rows = self.prefork.count()
         finally:
             for sim in self.sims.values():
                 sim.stop()
-        print_table(rows, time.monotonic() - started)
+            if self.prefork:
+                self.prefork.stop_server()
+                self.prefork.stop_simulators()
+        if rows is not None:
+            print_table(rows, time.monotonic() - started)
+        if prefork_rows:
+            print_prefork_table(prefork_rows, self.prefork)
         for provider, kinds in self.kinds.items():
             print(f"  {provider}: " + ", ".join(f"{what} x{n}" for what, n in sorted(kinds.items())))
         for problem in self.problems:
@@ -610,6 +1053,17 @@ def main(argv=None):
     parser.add_argument(
         "--concurrency", type=int, help="provider calls at once in the queue (default: the database's setting)"
     )
+    parser.add_argument(
+        "--prefork-orders", type=int, default=10, help="orders per provider for the prefork run (0: no prefork run)"
+    )
+    parser.add_argument("--prefork-budget", type=int, default=120, help="calls per minute per account (and simulator)")
+    parser.add_argument("--prefork-latency", type=float, default=0.1, help="seconds the simulators add per answer")
+    parser.add_argument("--prefork-actions", type=int, default=4, help="sales per provider a user acts on")
+    parser.add_argument("--prefork-window", type=int, default=40, help="seconds the server runs before counting")
+    parser.add_argument("--prefork-drain", type=int, default=50, help="at most this long to drain afterwards")
+    parser.add_argument("--cron-limit", type=int, default=20, help="--limit-time-real-cron of the prefork server")
+    parser.add_argument("--prefork-only", action="store_true", help="only the prefork run (phase 5)")
+    parser.add_argument("--seed", type=int, default=7, help="the user's choices and pauses (reproducible runs)")
     parser.add_argument("--reuse", action="store_true", help="keep the database if it exists (update the addon)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs")
     args = parser.parse_args(argv)

@@ -19,6 +19,7 @@ from odoo.addons.fiscal_invoice_connector.providers.base import (
     FiscalDocumentData,
     FiscalLine,
     FiscalParty,
+    FiscalPayment,
     InvalidStateError,
     NotFoundError,
     NotReadyError,
@@ -241,6 +242,27 @@ def test_renamed_customer_is_updated_not_duplicated():
         assert sim.documents[int(final.remote_id)]["client"]["name"] == "ACME Portugal SA"
 
 
+def test_two_workers_creating_the_same_customer_share_one_client(sim):
+    """Both looked the code up before either created it: the second POST is answered "Code
+    has already been taken"; that worker takes the client the first one created."""
+    first, second = make_client(sim), make_client(sim)
+    first_id = first.ensure_client(party())
+    sim.inject(404, path_contains="find-by-code", method="GET")  # its lookup ran before the create
+    assert second.ensure_client(party()) == first_id
+    taken = requests_to(sim, "/clients.json", "POST")
+    assert [r["status"] for r in taken] == [201, 422], "the service refused the second create"
+    assert len(sim.clients) == 1
+    issue(second, document())  # and the document goes to that client
+    assert sim.final_documents()[0]["client"]["id"] == first_id
+
+
+def test_client_refused_for_another_reason_stays_refused(sim):
+    client = make_client(sim)
+    raised(ValidationError, client.ensure_client, party(zip="1050"))
+    assert not sim.clients
+    assert len(requests_to(sim, "find-by-code")) == 2, "looked up again before giving up"
+
+
 def test_no_partner_means_final_consumer(sim):
     session = RecordingSession()
     final = issue(make_client(sim, session=session), document(partner=None))
@@ -407,6 +429,36 @@ def test_lost_finalize_answer_is_reconciled_as_success(sim):
     assert again.state == "final" and again.number == "FT A/1" and again.remote_id == draft.remote_id
     assert len(sim.final_documents()) == 1
     assert sim.final_documents()[0]["sequence_number"] == "1/A"
+
+
+def payment(reference, amount="30.75"):
+    return FiscalPayment(amount=Decimal(amount), date=date(2025, 1, 15), method="TB", reference=reference)
+
+
+def test_find_receipt_finds_the_receipt_of_a_payment_whose_answer_was_lost(sim):
+    client = make_client(sim)
+    invoice = issue(client, document())  # 61.50
+    assert client.find_receipt("PAY-1", invoice.remote_id) is None, "nothing paid yet"
+    sim.inject("reset", path_contains="partial_payments", when="after")
+    raised(TransientError, client.register_payment, "invoice", invoice.remote_id, payment("PAY-1"))
+    assert len(sim.receipts) == 1  # the service did it
+
+    found = client.find_receipt("PAY-1", invoice.remote_id)
+    (stored,) = sim.receipts.values()
+    assert (found.remote_id, found.number, found.state) == (str(stored["id"]), "RG A/1", "final")
+    assert found.total == Decimal("30.75")
+    assert requests_to(sim, f"/document/{invoice.remote_id}/related_documents.json", "GET")
+    # Another payment of the same invoice is not ours.
+    client.register_payment("invoice", invoice.remote_id, payment("PAY-2"))
+    assert client.find_receipt("PAY-3", invoice.remote_id) is None
+    assert client.find_receipt("PAY-2", invoice.remote_id).number == "RG A/2"
+
+
+def test_find_receipt_needs_the_invoice_and_an_existing_one(sim):
+    client = make_client(sim)
+    with pytest.raises(ValueError):
+        client.find_receipt("PAY-1")
+    raised(NotFoundError, client.find_receipt, "PAY-1", "999")
 
 
 def test_find_by_reference_finds_a_finalized_document(sim):

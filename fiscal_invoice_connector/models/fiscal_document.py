@@ -177,10 +177,20 @@ class FiscalDocument(models.Model):
         "(payment_key) WHERE payment_key IS NOT NULL AND state NOT IN ('cancelled', 'dropped')",
         "This payment already has a fiscal receipt.",
     )
-    _live_per_order = models.UniqueIndex(
-        "(sale_order_id, kind) WHERE move_id IS NULL AND sale_order_id IS NOT NULL "
-        "AND state NOT IN ('cancelled', 'dropped')",
-        "This order already has a fiscal document.",
+    # One legal document per sale (docs/exactly-once.md): an invoice-kind document of an order
+    # (move_id empty) stands for every invoice of that order, so it and a document of one of
+    # those invoices cannot both be live, whatever the policy or account said when each was
+    # queued. Each live row holds a range on its order: the whole order for an order-level
+    # document, one point (its invoice) for an invoice-level one; two ranges of one order that
+    # overlap are refused. Ids are int4, so order * 2^32 + move never collides across orders.
+    # Documents of an invoice grouping several orders carry no order: _live_sale_documents
+    # checks those (see the doc for the remaining race).
+    _one_invoice_per_sale = models.Constraint(
+        "EXCLUDE USING gist (int8range("
+        "sale_order_id::bigint * 4294967296 + COALESCE(move_id, 0), "
+        "sale_order_id::bigint * 4294967296 + COALESCE(move_id, 4294967295), '[]') WITH &&) "
+        "WHERE (kind = 'invoice' AND sale_order_id IS NOT NULL AND state NOT IN ('cancelled', 'dropped'))",
+        "This sale already has a fiscal invoice (of its order or of one of its invoices).",
     )
 
     @api.depends("number", "sale_order_id", "move_id", "state")
@@ -252,18 +262,85 @@ class FiscalDocument(models.Model):
 
     # ------------------------------------------------------------------ enqueue
     @api.model
+    def _live_sale_documents(self, records):
+        """The live invoice-kind documents that already stand for the sale of each record
+        (sale orders, or customer invoices), as ``{record id: documents}``: one legal document
+        per sale. An order is covered by its own document or by one of any of its invoices; an
+        invoice by its own or by an order-level document of one of its orders. The hooks,
+        ``_enqueue``, ``_enqueue_many`` and the wizards all ask here (docs/exactly-once.md)."""
+        Doc = self.sudo()
+        live = [("kind", "=", "invoice"), ("state", "not in", DEAD_STATES)]
+        result = {record.id: Doc for record in records}
+        if not records:
+            return result
+        if records._name == "sale.order":
+            # Through the invoice lines in SQL: no invoice_ids computed for a whole backfill.
+            domain = ["|", ("sale_order_id", "in", records.ids),
+                      ("move_id.invoice_line_ids.sale_line_ids.order_id", "in", records.ids)]  # fmt: skip
+            for doc in Doc.search(live + domain, order="id"):
+                for order in doc.sale_order_id | doc.move_id._fiscal_sale_orders():
+                    if order.id in result:
+                        result[order.id] |= doc
+            return result
+        orders = {move.id: move._fiscal_sale_orders() for move in records}
+        all_orders = Doc.env["sale.order"].union(*orders.values())
+        domain = ["|", ("move_id", "in", records.ids), "&", ("move_id", "=", False),
+                  ("sale_order_id", "in", all_orders.ids)]  # fmt: skip
+        by_move, by_order = {}, {}  # the invoice's own documents; order-level ones
+        for doc in Doc.search(live + domain, order="id"):
+            if doc.move_id:
+                by_move[doc.move_id.id] = by_move.get(doc.move_id.id, Doc) | doc
+            else:
+                by_order[doc.sale_order_id.id] = by_order.get(doc.sale_order_id.id, Doc) | doc
+        for move in records:
+            result[move.id] = by_move.get(move.id, Doc).union(*(by_order.get(o.id, Doc) for o in orders[move.id]))
+        return result
+
+    def _note_sale_covered(self, move):
+        """Posting (or paying) an invoice whose sale already has its fiscal document, queued for
+        its order (a policy or account changed since): say so on the invoice, and which of its
+        orders, if any, still has none."""
+        own = self.filtered(lambda d: d.move_id == move)
+        if own:
+            return
+        orders = move._fiscal_sale_orders()
+        missing = orders - self.sale_order_id
+        body = self.env._(
+            "The fiscal document %(docs)s of %(orders)s already stands for this sale: no second one is issued.",
+            docs=", ".join(self.mapped(lambda d: d.number or d.reference)),
+            orders=", ".join(self.sale_order_id.mapped("name")),
+        )
+        if missing:
+            body += " " + self.env._(
+                "This invoice also bills %(orders)s, which have no fiscal document: issue them from the order "
+                "(Issue fiscal document now), or cancel %(docs)s and issue one for this invoice.",
+                orders=", ".join(missing.mapped("name")),
+                docs=", ".join(self.mapped(lambda d: d.number or d.reference)),
+            )
+        move.sudo().message_post(body=body, subtype_xmlid="mail.mt_note")
+
+    @api.model
     def _enqueue(self, account, *, order=None, move=None, kind="invoice", **extra):
         """Record that a fiscal document must exist. Runs in the user's transaction:
-        only inserts a row, never talks to a provider, never raises for a duplicate."""
-        source_domain = [("kind", "=", kind), ("state", "not in", DEAD_STATES)]
-        if move:
-            source_domain.append(("move_id", "=", move.id))
-        else:
-            source_domain += [("sale_order_id", "=", order.id), ("move_id", "=", False)]
-        existing = self.sudo().search(source_domain, limit=1)
-        if existing:
-            return existing
+        only inserts a row, never talks to a provider, never raises for a duplicate.
+        An invoice whose sale already has its document (of the order, or of this invoice)
+        gets that one back, whatever the account or policy says now."""
         record = move or order
+        if kind == "invoice":
+            existing = self._live_sale_documents(record)[record.id]
+            if existing:
+                if move:
+                    existing._note_sale_covered(move)
+                return existing
+        else:
+            source_domain = [("kind", "=", kind), ("state", "not in", DEAD_STATES)]
+            if move:
+                source_domain.append(("move_id", "=", move.id))
+            else:
+                source_domain += [("sale_order_id", "=", order.id), ("move_id", "=", False)]
+            existing = self.sudo().search(source_domain, limit=1)
+            if existing:
+                return existing
         vals = {
             "company_id": record.company_id.id,
             "account_id": account.id,
@@ -284,8 +361,11 @@ class FiscalDocument(models.Model):
         try:
             with self.env.cr.savepoint():
                 doc = Doc.create(vals)
-        except psycopg2.errors.UniqueViolation:
-            # A concurrent transaction enqueued the same source (unique index): keep theirs.
+        except (psycopg2.errors.UniqueViolation, psycopg2.errors.ExclusionViolation):
+            # A concurrent transaction documented the same sale (unique index, exclusion
+            # constraint): keep theirs (invisible to this snapshot when it committed after it began).
+            if kind == "invoice":
+                return self._live_sale_documents(record)[record.id]
             return self.sudo().search(source_domain, limit=1)
         # No chatter message here: the order shows "Waiting" on its fiscal button.
         self._trigger_processing()
@@ -294,11 +374,15 @@ class FiscalDocument(models.Model):
     @api.model
     def _enqueue_many(self, account, records, per_minute=30):
         """Bulk enqueue (backfill): one insert for all, no chatter per record, spread in time
-        so the queue never sends more than ``per_minute`` of them in a minute."""
+        so the queue never sends more than ``per_minute`` of them in a minute. A sale that
+        already has its document keeps it (returned with the new ones)."""
         is_move = records._name == "account.move"
+        covered = self._live_sale_documents(records)
+        existing = self.sudo().union(*covered.values())
+        todo = records.filtered(lambda r: not covered[r.id])
         now = fields.Datetime.now()
         vals_list = []
-        for index, record in enumerate(records):
+        for index, record in enumerate(todo):
             orders = record._fiscal_sale_orders() if is_move else record
             vals_list.append(
                 {
@@ -320,13 +404,14 @@ class FiscalDocument(models.Model):
         try:
             with self.env.cr.savepoint():
                 docs = Doc.create(vals_list)
-        except psycopg2.errors.UniqueViolation:
+        except (psycopg2.errors.UniqueViolation, psycopg2.errors.ExclusionViolation):
             # Someone documented some of them meanwhile: go one by one (each returns the live one).
             docs = self.browse()
-            for record in records:
+            for record in todo:
                 docs |= self._enqueue(account, **({"move": record} if is_move else {"order": record}))
-        self._trigger_processing()
-        return docs
+        if docs:
+            self._trigger_processing()
+        return existing | docs
 
     @api.model
     def _trigger_processing(self, at=None):
@@ -682,7 +767,7 @@ class FiscalDocument(models.Model):
         if "receipt" not in client.capabilities:
             raise UserError(self.env._("%s does not issue receipts.", client.label))
         if self.create_sent and not self.remote_id and hasattr(client, "find_receipt"):
-            found = client.find_receipt(self.reference)
+            found = client.find_receipt(self.reference, original.remote_id)
             if found:
                 self._store_remote(found)
                 self._commit()
@@ -1024,9 +1109,8 @@ class FiscalDocument(models.Model):
         """A posted Odoo credit note reversing an invoice that has a fiscal document gets its
         fiscal credit note, referencing the original; one per Odoo credit note, never two."""
         # Even if the original has not reached the provider yet: the credit note waits for it.
-        original = refund.reversed_entry_id._fiscal_documents().filtered(
-            lambda d: d.kind == "invoice" and d.state not in DEAD_STATES
-        )[:1]
+        invoice = refund.reversed_entry_id
+        original = self._live_sale_documents(invoice)[invoice.id][:1] if invoice else self.browse()
         if not original:
             return self.browse()
         account = original.account_id
@@ -1050,9 +1134,7 @@ class FiscalDocument(models.Model):
 
     @api.model
     def _enqueue_receipt(self, invoice, key, amount, date, method):
-        original = invoice._fiscal_documents().filtered(
-            lambda d: d.kind == "invoice" and d.state not in DEAD_STATES and d.document_type == "invoice"
-        )[:1]
+        original = self._live_sale_documents(invoice)[invoice.id].filtered(lambda d: d.document_type == "invoice")[:1]
         if not original or not original.account_id.issue_receipts:
             return self.browse()
         if "receipt" not in original.account_id._capabilities():

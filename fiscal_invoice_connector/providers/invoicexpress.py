@@ -75,6 +75,12 @@ class InvoiceXpressProvider(FiscalProvider):
     # within one attempt, then leave it to a later attempt (each poll costs budget).
     pdf_poll_interval = 2.0
     pdf_max_polls = 5
+    # related_documents (§2.2): the list's key in the answer ("documents" in the .NET client
+    # filipetoscano/invoice-express) [?], a receipt's type [?], and where the note sent with a
+    # partial payment (our payment reference) comes back [?]: the answer is not documented.
+    related_documents_keys = ("documents", "related_documents")
+    receipt_type = "Receipt"
+    receipt_reference_fields = ("note", "observations")
 
     def __init__(self, config, session=None):
         super().__init__(config, session)
@@ -159,11 +165,7 @@ class InvoiceXpressProvider(FiscalProvider):
         code = payload["code"]
         if code in self.client_ids:
             return self.client_ids[code]
-        try:
-            response = self._request("GET", "/clients/find-by-code.json", params={"client_code": code})
-            found = self._json(response).get("client") or {}
-        except NotFoundError:
-            found = {}
+        found = self._find_client(code)
         if found.get("id"):
             drift = {k: v for k, v in payload.items() if str(found.get(k) or "") != str(v)}
             if drift and party is not None:
@@ -172,10 +174,25 @@ class InvoiceXpressProvider(FiscalProvider):
                 )
             client_id = found["id"]
         else:
-            response = self._request("POST", "/clients.json", json_body={"client": payload})
-            client_id = (self._json(response).get("client") or {}).get("id")
+            try:
+                response = self._request("POST", "/clients.json", json_body={"client": payload})
+                client_id = (self._json(response).get("client") or {}).get("id")
+            except ValidationError:
+                # Another worker created this customer since we looked ("Code has already been
+                # taken", in whatever language): the code is ours, so that client is ours. Any
+                # other refusal leaves no client under our code, and stands.
+                client_id = self._find_client(code).get("id")
+                if not client_id:
+                    raise
         self.client_ids[code] = client_id
         return client_id
+
+    def _find_client(self, code):
+        try:
+            response = self._request("GET", "/clients/find-by-code.json", params={"client_code": code})
+            return self._json(response).get("client") or {}
+        except NotFoundError:  # no match [?]
+            return {}
 
     # -- documents ------------------------------------------------------------
     def _payload(self, doc: FiscalDocumentData):
@@ -341,16 +358,40 @@ class InvoiceXpressProvider(FiscalProvider):
         receipt = self._json(response).get("receipt") or {}
         if not receipt.get("id"):
             raise NotReadyError("InvoiceXpress: the payment answer has no receipt")
+        return self._receipt(receipt, payment.reference)
+
+    def _receipt(self, receipt, reference):
+        status = str(receipt.get("status") or "final").lower()
         return RemoteDocument(
             remote_id=str(receipt["id"]),
             kind="receipt",
-            state="final",
+            state=STATES.get(status, status),
             number=f"RG {receipt.get('inverted_sequence_number') or receipt.get('sequence_number')}",
             atcud=receipt.get("atcud"),
             total=Decimal(str(receipt.get("total"))) if receipt.get("total") is not None else None,
-            reference=payment.reference,
+            reference=reference,
             raw=receipt,
         )
+
+    def find_receipt(self, reference, invoice_remote_id=None):
+        """The receipt an earlier ``register_payment`` with this payment reference created on the
+        invoice ``invoice_remote_id``, or None: the probe before a payment is sent again after a
+        timeout or a crash (a second POST would issue a second legal receipt).
+        GET /document/:id/related_documents.json (§2.2), matched on the note we sent."""
+        if not invoice_remote_id:
+            # Receipts are only found through their invoice: without it, "none" would be a guess.
+            raise ValueError("InvoiceXpress finds a receipt through its invoice: give the invoice's remote id.")
+        response = self._request("GET", f"/document/{invoice_remote_id}/related_documents.json")
+        body = self._json(response)
+        items = body if isinstance(body, list) else next(
+            (body.get(key) for key in self.related_documents_keys if isinstance(body.get(key), list)), []
+        )  # fmt: skip
+        for item in items:
+            if not isinstance(item, dict) or item.get("type") != self.receipt_type or not item.get("id"):
+                continue
+            if any(str(item.get(field) or "").strip() == reference for field in self.receipt_reference_fields):
+                return self._receipt(item, reference)
+        return None
 
     def sync_product(self, product) -> str:
         """InvoiceXpress items are keyed by name: our name is the SKU. The catalogue is read once

@@ -579,8 +579,9 @@ class VendusProvider(FiscalProvider):
     def find_by_reference(self, doc: FiscalDocumentData):
         return self.find_by_external_reference(doc.reference, doc.kind)
 
-    def find_receipt(self, reference):
-        """The RG created by an earlier register_payment with this payment reference, or None."""
+    def find_receipt(self, reference, invoice_remote_id=None):
+        """The RG created by an earlier register_payment with this payment reference, or None
+        (found by its external reference alone: the invoice is not needed)."""
         return self.find_by_external_reference(reference, "receipt")
 
     def find_by_external_reference(self, reference, kind):

@@ -105,6 +105,27 @@ class TestLifecycleInvoiceXpress(LifecycleCases, FiscalTestCommon):
         self.run_queue()
         self.assertEqual(original.state, "cancelled")
 
+    def test_half_payment_whose_answer_is_lost_gives_one_receipt(self):
+        """InvoiceXpress recorded the payment, its answer never came back (reset after
+        processing): the retry finds that receipt through related_documents, it posts no
+        second partial payment."""
+        self.account.issue_receipts = True
+        invoice, original = self._issued_invoice(qty=2)  # 2 x 50 + 23 % = 123
+        self.sim.inject("reset", path_contains="partial_payments", method="POST", when="after")
+        self.pay(invoice, amount=invoice.amount_total / 2)
+        receipt = self.env["fiscal.document"].search(
+            [("related_document_id", "=", original.id), ("kind", "=", "receipt")]
+        )
+        self.run_queue()
+        self.assertEqual(len(self.adapter.receipts()), 1, "the provider holds the receipt")
+        self.assertFalse(receipt.remote_id, "its answer was lost")
+        self.assertEqual(self.run_until(receipt, ("issued",)), "issued", receipt.last_error)
+        (remote,) = self.adapter.receipts()
+        self.assertEqual(receipt.remote_id, str(remote["id"]))
+        self.assertEqual(receipt.number, "RG A/1")
+        posts = [r for r in self.sim.requests if "partial_payments" in r["path"] and r["method"] == "POST"]
+        self.assertEqual(len(posts), 1, "the payment was sent once")
+
 
 @tagged("post_install", "-at_install")
 class TestLifecycleVendus(LifecycleCases, FiscalTestCommon):

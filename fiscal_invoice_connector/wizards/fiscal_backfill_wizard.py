@@ -55,7 +55,7 @@ class FiscalBackfillWizard(models.TransientModel):
                 ("fiscal_account_id", "=", self.account_id.id),
                 ("fiscal_account_id", "=", False),
             ]
-            model, field = "sale.order", "sale_order_id"
+            model = "sale.order"
         else:
             domain = [
                 ("company_id", "=", company.id),
@@ -67,34 +67,13 @@ class FiscalBackfillWizard(models.TransientModel):
                 ("fiscal_account_id", "=", self.account_id.id),
                 ("fiscal_account_id", "=", False),
             ]
-            model, field = "account.move", "move_id"
+            model = "account.move"
         if self.partner_ids:
             domain.append(("partner_id", "child_of", self.partner_ids.ids))
         records = self.env[model].search(domain, order="id")
-        documented = (
-            self.env["fiscal.document"]
-            .sudo()
-            .search(
-                [(field, "in", records.ids), ("kind", "=", "invoice"), ("state", "not in", ("cancelled", "dropped"))]
-            )
-            .mapped(field)
-        )
-        if model == "account.move" and records:
-            # An invoice whose order was documented at confirmation is documented too.
-            order_docs = (
-                self.env["fiscal.document"]
-                .sudo()
-                .search(
-                    [
-                        ("move_id", "=", False),
-                        ("sale_order_id", "in", records.invoice_line_ids.sale_line_ids.order_id.ids),
-                        ("kind", "=", "invoice"),
-                        ("state", "not in", ("cancelled", "dropped")),
-                    ]
-                )
-            )
-            orders = order_docs.sale_order_id
-            documented |= records.filtered(lambda m: m.invoice_line_ids.sale_line_ids.order_id & orders)
+        # Already documented: by the order or by one of its invoices (one legal document per sale).
+        covered = self.env["fiscal.document"]._live_sale_documents(records)
+        documented = records.filtered(lambda r: covered[r.id])
         return records, documented
 
     @api.depends("account_id", "date_from", "date_to", "partner_ids")

@@ -59,19 +59,24 @@ class FiscalIssueWizard(models.TransientModel):
             raise UserError(self.env._("Confirm the order before issuing its fiscal document."))
         if record._name == "account.move" and (record.state != "posted" or record.move_type != "out_invoice"):
             raise UserError(self.env._("Only posted customer invoices get a fiscal document."))
-        existing = record.fiscal_document_id
-        if existing and existing.state not in ("cancelled", "dropped"):
-            if existing.state in ("error", "failed"):
-                existing.action_retry()
+        Doc = self.env["fiscal.document"]
+        # One legal document per sale: the order's, or one of its invoices', whatever account
+        # this wizard names (the same check as the hooks and the backfill).
+        existing = Doc._live_sale_documents(record)[record.id]
+        if existing:
+            stuck = existing.filtered(lambda d: d.state in ("error", "failed"))
+            if stuck and stuck == existing:
+                stuck.action_retry()
                 return self._notify(self.env._("The fiscal document will be sent again in a few seconds."))
+            states = dict(existing._fields["state"].selection)
             raise UserError(
                 self.env._(
-                    "%(record)s already has a fiscal document (%(state)s).",
+                    "%(record)s already has a fiscal document: %(docs)s. A sale gets one legal document; "
+                    "to issue another, cancel that one first.",
                     record=record.display_name,
-                    state=dict(existing._fields["state"].selection)[existing.state],
+                    docs=", ".join(f"{d.name} ({states[d.state]})" for d in existing),
                 )
             )
-        Doc = self.env["fiscal.document"]
         extra = {"invoice_date": self.invoice_date, "due_date": self.due_date, "document_type": self.document_type}
         if record._name == "sale.order":
             Doc._enqueue(self.account_id, order=record, **extra)

@@ -110,6 +110,7 @@ class InvoiceXpressSimulator(SimulatorServer):
         ("GET", r"/api/pdf/(?P<doc_id>\d+)\.json", "_pdf"),
         ("GET", r"/simulator-files/(?P<doc_id>\d+)\.pdf", "_pdf_file"),
         ("POST", r"/documents/(?P<doc_id>\d+)/partial_payments\.json", "_partial_payment"),
+        ("GET", r"/document/(?P<doc_id>\d+)/related_documents\.json", "_related_documents"),
         ("GET", r"/clients/find-by-code\.json", "_find_client_by_code"),
         ("POST", r"/clients\.json", "_create_client"),
         ("GET", r"/clients/(?P<client_id>\d+)\.json", "_get_client"),
@@ -618,6 +619,25 @@ class InvoiceXpressSimulator(SimulatorServer):
         if doc["_paid"] >= Decimal(str(doc["total"])):
             doc["status"] = "settled"
         return SimResponse.json(201, {"receipt": copy.deepcopy(receipt)})
+
+    def _related_documents(self, request, doc_id):
+        """GET /document/:id/related_documents.json (§2.2): the documents linked to one, the
+        receipts of its payments and the notes correcting it (or, for those, their invoice),
+        under ``documents`` as other clients read it [?]. Receipts keep the ``note`` sent with
+        the payment [?]. Drafts are not related to anything yet."""
+        doc_id = int(doc_id)
+        doc = self.documents.get(doc_id) or self.receipts.get(doc_id)
+        if doc is None:
+            raise self._errors(404, MSG_NOT_FOUND)
+        owner = doc.get("owner_invoice_id")
+        related = [
+            self._render(d)
+            for d in self.documents.values()
+            if (d.get("owner_invoice_id") == doc_id and d["status"] not in ("draft", "deleted")) or d["id"] == owner
+        ]
+        related += [copy.deepcopy(r) for r in self.receipts.values() if r["owner_invoice_id"] == doc_id]
+        related.sort(key=lambda d: d["id"])
+        return SimResponse.json(200, {"documents": related})
 
     # -------------------------------------------------------------------- PDF
     def _pdf(self, request, doc_id):

@@ -305,6 +305,24 @@ def test_partial_payments_settle_the_document(ix_sim):
     assert ix_sim.documents[doc["id"]]["status"] == "settled"
 
 
+def test_related_documents_lists_receipts_and_notes(ix_sim):
+    doc = finalized(ix_sim, reference="INV/REL")
+    assert call(ix_sim, "GET", f"/document/{doc['id']}/related_documents.json").json() == {"documents": []}
+    payment = {"partial_payment": {"payment_mechanism": "TB", "amount": "20", "payment_date": "15/01/2025",
+                                   "note": "PAY-7"}}  # fmt: skip
+    receipt = call(ix_sim, "POST", f"/documents/{doc['id']}/partial_payments.json", payment).json()["receipt"]
+    note = finalized(ix_sim, "credit_notes", owner_invoice_id=doc["id"])
+    create(ix_sim, "credit_notes", owner_invoice_id=doc["id"])  # a draft: not related yet
+    related = call(ix_sim, "GET", f"/document/{doc['id']}/related_documents.json").json()["documents"]
+    assert [(d["id"], d["type"]) for d in related] == [(receipt["id"], "Receipt"), (note["id"], "CreditNote")]
+    assert related[0]["note"] == "PAY-7"
+    back = call(ix_sim, "GET", f"/document/{note['id']}/related_documents.json").json()["documents"]
+    assert [d["id"] for d in back] == [doc["id"]]
+    assert call(ix_sim, "GET", "/document/42/related_documents.json").status_code == 404
+    assert call(ix_sim, "GET", f"/documents/{doc['id']}/related_documents.json").status_code == 404
+    assert call(ix_sim, "GET", f"/document/{doc['id']}/related_documents.json", api_key="bad").status_code == 401
+
+
 # ---------------------------------------------------------------------------
 # PDF, e-mail, search, taxes
 # ---------------------------------------------------------------------------
