@@ -14,4 +14,7 @@ from . import (
     account_partial_reconcile,
     res_config_settings,
     fiscal_mass_action,
+    fiscal_demo,
+    fiscal_portal,
+    fiscal_document_mail,
 )
