@@ -242,6 +242,30 @@ def main():
         browser.click(".modal button[name=action_send_and_print]", "Send (in the wizard)")
         browser.wait("!document.querySelector('.modal')", what="the wizard to close")
 
+        # The Vendus store e-mails with Odoo's template: confirm its order, invoice it, post the invoice
+        # (behind the scenes), then look at the invoice's chatter.
+        vendus = rpc(args.url, session, "sale.order", "search_read",
+                     [[["state", "=", "draft"], ["fiscal_account_id.provider", "=", "vendus"]]],
+                     {"fields": ["name"], "limit": 1})  # fmt: skip
+        if vendus:
+            vendus_id = vendus[0]["id"]
+            ctx = {"context": {"active_model": "sale.order", "active_ids": [vendus_id], "active_id": vendus_id}}
+            rpc(args.url, session, "sale.order", "action_confirm", [[vendus_id]])
+            wizard = rpc(args.url, session, "sale.advance.payment.inv", "create", [{}], ctx)
+            rpc(args.url, session, "sale.advance.payment.inv", "create_invoices", [[wizard]], ctx)
+            [move_id] = rpc(args.url, session, "sale.order", "read", [[vendus_id], ["invoice_ids"]])[0]["invoice_ids"]
+            rpc(args.url, session, "account.move", "action_post", [[move_id]])
+            browser.goto(f"{args.url}/odoo/action-account.action_move_out_invoice_type/{move_id}")
+            browser.wait(
+                "document.querySelector('.o-mail-Message') && document.body.innerText.includes('Please find attached')",
+                timeout=90,
+                what="the e-mail Odoo sent with the shop's template, in the invoice's chatter",
+            )
+            move = rpc(args.url, session, "account.move", "read", [[move_id], ["name", "fiscal_number"]])[0]
+            print(f"{vendus[0]['name']} ({move['name']}): {move['fiscal_number']} e-mailed by Odoo's template")
+            time.sleep(1)
+            browser.screenshot(shot("invoice-emailed-by-odoo.png"))
+
         # One more sale (confirmed behind the scenes) so that the fiscal documents views show more than one.
         others = rpc(args.url, session, "sale.order", "search_read",
                      [[["state", "=", "draft"], ["fiscal_account_id.provider", "=", "invoicexpress"]]],

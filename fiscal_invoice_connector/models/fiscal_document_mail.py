@@ -84,6 +84,8 @@ class FiscalDocument(models.Model):
             if doc.email_state == "sent":
                 continue
             source = (doc.move_id or doc.sale_order_id).sudo()
+            if not source:
+                continue
             if not doc.partner_id.email:
                 doc.write({"email_state": "none"})
                 doc._post_on_sources(self.env._("Not emailed: the customer has no email address."))
@@ -93,18 +95,17 @@ class FiscalDocument(models.Model):
             ).sudo()
             values = template._generate_template(doc.ids, ("subject", "body_html", "email_from"))[doc.id]
             attachments = doc._fiscal_files_on(source)
-            if source:
-                source.message_post(
-                    body=values.get("body_html") or "",
-                    subject=values.get("subject"),
-                    **({"email_from": values["email_from"]} if values.get("email_from") else {}),
-                    author_id=doc.company_id.partner_id.id,
-                    partner_ids=doc.partner_id.ids,
-                    attachment_ids=attachments.ids,
-                    message_type="comment",
-                    subtype_xmlid="mail.mt_comment",
-                    email_layout_xmlid="mail.mail_notification_light",
-                )
+            source.message_post(
+                body=values.get("body_html") or "",
+                subject=values.get("subject"),
+                **({"email_from": values["email_from"]} if values.get("email_from") else {}),
+                author_id=doc.company_id.partner_id.id,
+                partner_ids=doc.partner_id.ids,
+                attachment_ids=attachments.ids,
+                message_type="comment",
+                subtype_xmlid="mail.mt_comment",
+                email_layout_xmlid="mail.mail_notification_light",
+            )
             doc.write({"email_state": "sent"})
             doc.message_post(
                 body=self.env._(
@@ -153,8 +154,8 @@ class AccountMoveSend(models.AbstractModel):
             alerts["fiscal_invoice_connector_pending"] = {
                 "level": "warning",
                 "message": self.env._(
-                    "The legal document of %(invoices)s is not issued yet (no fiscal PDF): "
-                    "Odoo's PDF is not the legal invoice. Send once the fiscal number is there.",
+                    "The legal document of %(invoices)s is not issued yet, or its PDF has not arrived: "
+                    "Odoo's PDF is not the legal invoice. Send once the fiscal number and PDF are there.",
                     invoices=", ".join(pending.mapped("name")),
                 ),
                 "action_text": self.env._("View fiscal documents"),
