@@ -143,6 +143,21 @@ class AccountMoveSend(models.AbstractModel):
         )
 
     @api.model
+    def _prepare_invoice_pdf_report(self, invoices_data):
+        # No need to render Odoo's PDF for an invoice whose legal PDF is the provider's.
+        legal = {invoice for invoice in invoices_data if self._fiscal_issued_files(invoice)}
+        rest = {invoice: data for invoice, data in invoices_data.items() if invoice not in legal}
+        if rest:
+            super()._prepare_invoice_pdf_report(rest)
+
+    @api.model
+    def _link_invoice_documents(self, invoices_data):
+        super()._link_invoice_documents(invoices_data)
+        for invoice, data in invoices_data.items():
+            if not data.get("pdf_attachment_values") and self._fiscal_issued_files(invoice):
+                invoice.is_move_sent = True
+
+    @api.model
     def _get_alerts(self, moves, moves_data):
         alerts = super()._get_alerts(moves, moves_data)
         pending = moves.filtered(

@@ -91,6 +91,8 @@ class TestEmailTheOdooWay(FiscalTestCommon):
         [message] = invoice.message_ids.filtered(lambda m: m.message_type == "comment" and m.attachment_ids)
         self.assertEqual(message.attachment_ids.mapped("name"), [legal.name])
         self.assertEqual(message.attachment_ids.raw, legal.raw)
+        self.assertTrue(invoice.is_move_sent)
+        self.assertFalse(invoice.invoice_pdf_report_id, "Odoo's own PDF was not rendered as the invoice's document")
 
     def test_send_says_when_the_legal_document_is_pending(self):
         self.account.trigger = "invoice_post"
