@@ -152,7 +152,7 @@ def main():
             document.querySelector('form.oe_login_form, form[action="/web/login"]').submit();
         }})()""")
         time.sleep(1)
-        browser.wait("document.querySelector('.o_main_navbar')", timeout=60, what="the web client after login")
+        browser.wait("document.querySelector('.o_main_navbar')", timeout=240, what="the web client after login")
         cookie = browser.send("Network.getCookies", urls=[args.url])["cookies"]
         session = "; ".join(f"{c['name']}={c['value']}" for c in cookie)
 

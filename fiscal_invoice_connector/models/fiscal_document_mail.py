@@ -151,6 +151,14 @@ class AccountMoveSend(models.AbstractModel):
             super()._prepare_invoice_pdf_report(rest)
 
     @api.model
+    def _hook_invoice_document_after_pdf_report_render(self, invoice, invoice_data):
+        # Nothing rendered, nothing to complete (e.g. an e-invoice XML embedded in Odoo's PDF): the
+        # provider's PDF is the legal document and is never altered.
+        if not invoice_data.get("pdf_attachment_values") and self._fiscal_issued_files(invoice):
+            return None
+        return super()._hook_invoice_document_after_pdf_report_render(invoice, invoice_data)
+
+    @api.model
     def _link_invoice_documents(self, invoices_data):
         super()._link_invoice_documents(invoices_data)
         for invoice, data in invoices_data.items():
