@@ -172,14 +172,14 @@ def main():
         print(f"Sales > Quotations, filter {facets}: {len(rows)} rows")
         time.sleep(0.5)
         browser.screenshot(shot("quotations.png"))
-        tasca = ".o_list_view .o_data_row td[name=partner_id]"
-        browser.wait(
-            f"[...document.querySelectorAll('{tasca}')].some(td => td.innerText.includes('Tasca do Bairro'))",
-            what="a quotation of Tasca do Bairro in the list",
+        # A Tasca do Bairro quotation still to confirm (the first one in a fresh demo).
+        tasca = (
+            "[...document.querySelectorAll('.o_list_view .o_data_row')].find(r => "
+            "r.querySelector('td[name=partner_id]')?.innerText.includes('Tasca do Bairro') && "
+            "r.querySelector('td[name=state]')?.innerText.includes('Quotation'))"
         )
-        browser.js(
-            f"[...document.querySelectorAll('{tasca}')].find(td => td.innerText.includes('Tasca do Bairro')).click()"
-        )
+        browser.wait(tasca, what="a quotation of Tasca do Bairro in the list")
+        browser.js(f"{tasca}.querySelector('td[name=partner_id]').click()")
         browser.click(".o_form_view .o_statusbar_buttons button[name=action_confirm]", "Confirm")
         browser.wait(
             "document.querySelector('.o_form_view .o_arrow_button_current')?.innerText.includes('Sales Order')",
