@@ -99,6 +99,11 @@ class Browser:
             time.sleep(0.25)
         raise TimeoutError(f"waited {timeout}s for {what or condition}")
 
+    def click(self, selector, what=None, timeout=30):
+        self.wait(f"document.querySelector({json.dumps(selector)})", timeout=timeout, what=what or selector)
+        time.sleep(0.3)
+        self.js(f"document.querySelector({json.dumps(selector)}).click()")
+
     def screenshot(self, path):
         data = self.send("Page.captureScreenshot", format="png")["data"]
         with open(path, "wb") as f:
@@ -147,44 +152,128 @@ def main():
             document.querySelector('form.oe_login_form, form[action="/web/login"]').submit();
         }})()""")
         time.sleep(1)
-        browser.wait("document.querySelector('.o_main_navbar')", timeout=60, what="the web client after login")
+        browser.wait("document.querySelector('.o_main_navbar')", timeout=240, what="the web client after login")
         cookie = browser.send("Network.getCookies", urls=[args.url])["cookies"]
         session = "; ".join(f"{c['name']}={c['value']}" for c in cookie)
 
-        # A Portuguese demo quotation still in draft (InvoiceXpress): the newcomer's journey starts there.
-        orders = rpc(args.url, session, "sale.order", "search_read",
-                     [[["state", "=", "draft"], ["fiscal_account_id.provider", "=", "invoicexpress"]]],
-                     {"fields": ["name"], "limit": 2, "order": "id"})  # fmt: skip
-        if not orders:
-            raise SystemExit("no draft quotation left in the demo database (run with FIC_DEMO_RESET=1)")
-        order_id, order_name = orders[0]["id"], orders[0]["name"]
-        # One more sale (confirmed behind the scenes) so that the fiscal documents views show more than one.
-        for other in orders[1:]:
-            rpc(args.url, session, "sale.order", "action_confirm", [[other["id"]]])
-            print(f"also confirmed {other['name']} (for the fiscal documents views)")
-        browser.goto(f"{args.url}/odoo/action-sale.action_quotations_with_onboarding/{order_id}")
-        browser.wait("document.querySelector('.o_form_view button[name=action_confirm]')", what="the quotation form")
+        # The README, click by click. The admin works in the Portuguese demo company.
+        browser.wait("document.querySelector('.o_switch_company_menu, .o_main_navbar')", what="the navbar")
+        company = browser.js("(document.querySelector('.o_switch_company_menu') || {}).innerText || ''")
+        print(f"logged in; current company: {company.strip() or '(one company)'}")
+        # Sales > Quotations, opening on "My Quotations".
+        browser.click(".o_navbar_apps_menu button", "the apps menu")
+        browser.click(".o_app[data-menu-xmlid='sale.sale_menu_root']", "Sales")
+        browser.click(".o_main_navbar .o_menu_sections [data-menu-xmlid='sale.sale_order_menu']", "Orders")
+        browser.click(".o-dropdown--menu [data-menu-xmlid='sale.menu_sale_quotations']", "Quotations")
+        browser.wait("document.querySelector('.o_searchview .o_facet_value')", what="the search facets")
+        facets = browser.js("[...document.querySelectorAll('.o_searchview .o_facet_value')].map(f => f.innerText)")
+        browser.wait("document.querySelector('.o_list_view .o_data_row')", what="the quotations list")
+        rows = browser.js("[...document.querySelectorAll('.o_list_view .o_data_row')].map(r => r.innerText)")
+        print(f"Sales > Quotations, filter {facets}: {len(rows)} rows")
         time.sleep(0.5)
-        browser.js("document.querySelector('.o_form_view button[name=action_confirm]').click()")
+        browser.screenshot(shot("quotations.png"))
+        # A Tasca do Bairro quotation still to confirm (the first one in a fresh demo).
+        tasca = (
+            "[...document.querySelectorAll('.o_list_view .o_data_row')].find(r => "
+            "r.querySelector('td[name=partner_id]')?.innerText.includes('Tasca do Bairro') && "
+            "r.querySelector('td[name=state]')?.innerText.includes('Quotation'))"
+        )
+        browser.wait(tasca, what="a quotation of Tasca do Bairro in the list")
+        browser.js(f"{tasca}.querySelector('td[name=partner_id]').click()")
+        browser.click(".o_form_view .o_statusbar_buttons button[name=action_confirm]", "Confirm")
+        browser.wait(
+            "document.querySelector('.o_form_view .o_arrow_button_current')?.innerText.includes('Sales Order')",
+            what="the confirmed order",
+        )
+        order_id = int(browser.js("location.pathname.split('/').pop()"))
+        order_name = rpc(args.url, session, "sale.order", "read", [[order_id], ["name"]])[0]["name"]
         print(f"confirmed {order_name} in the browser")
-        # The number appears without any reload once the cron ran; reload to let the form re-read.
-        deadline = time.time() + 90
-        number = None
-        while time.time() < deadline:
-            fields = ["fiscal_number", "fiscal_pdf_id", "fiscal_state"]
-            rows = rpc(args.url, session, "sale.order", "read", [[order_id], fields])
-            if rows[0]["fiscal_number"] and rows[0]["fiscal_pdf_id"]:
-                number = rows[0]["fiscal_number"]
-                break
-            time.sleep(1)
+        fiscal_button = ".o_form_view button[name=action_view_fiscal_documents] .o_stat_value"
+        browser.wait(f"document.querySelector('{fiscal_button}')", what="the Fiscal document button")
+        waiting = browser.js(f"document.querySelector('{fiscal_button}').innerText")
+        print(f"at once the order shows: Fiscal document {waiting}")
+        # The number appears by itself (live status); older builds needed a reload.
+        started = time.time()
+        try:
+            browser.wait(f"/[A-Z]+ .+\\//.test(document.querySelector('{fiscal_button}').innerText)", timeout=60)
+            print(f"the fiscal number appeared without reloading after {time.time() - started:.1f} s")
+        except TimeoutError:
+            print("WARNING: the fiscal number did not appear without reloading within 60 s: reloading")
+            browser.goto(f"{args.url}/odoo/action-sale.action_orders/{order_id}")
+        rows = rpc(args.url, session, "sale.order", "read", [[order_id], ["fiscal_number", "fiscal_atcud"]])
+        number = rows[0]["fiscal_number"]
         if not number:
-            raise SystemExit(f"no fiscal number on {order_name} after 90 s (state: {rows[0]['fiscal_state']})")
-        browser.goto(f"{args.url}/odoo/action-sale.action_orders/{order_id}")
+            raise SystemExit(f"no fiscal number on {order_name}")
         browser.wait(f"document.body.innerText.includes({json.dumps(number)})", what="the fiscal number on the order")
-        browser.wait("document.body.innerText.includes('Fiscal PDF')", what="the fiscal PDF button")
+        browser.wait("document.body.innerText.includes('Fiscal PDF')", timeout=60, what="the fiscal PDF button")
         time.sleep(1)
         browser.screenshot(shot("order-with-fiscal-document.png"))
-        print(f"{order_name}: fiscal number {number} and PDF shown on the order")
+        print(f"{order_name}: fiscal number {number}, ATCUD {rows[0]['fiscal_atcud']} and PDF shown on the order")
+
+        # Preview: the customer's portal page.
+        browser.click(".o_form_view .o_statusbar_buttons button[name=action_preview_sale_order]", "Preview")
+        browser.wait("document.querySelector('#fiscal_document_portal a.o_fiscal_portal_pdf')", what="the portal")
+        pdf_url = browser.js("document.querySelector('#fiscal_document_portal a.o_fiscal_portal_pdf').href")
+        with urllib.request.urlopen(pdf_url) as r:  # as an anonymous visitor, with the link's access token
+            kind, head = r.headers.get("Content-Type"), r.read(5)
+        portal_text = browser.js("document.querySelector('#fiscal_document_portal').innerText")
+        print(f"portal page: {portal_text!r}")
+        print(f"the legal PDF link, without a session: {kind} {head!r}")
+        if head != b"%PDF-":
+            raise SystemExit("the portal's legal PDF link does not serve the PDF")
+        time.sleep(0.5)
+        browser.screenshot(shot("portal-order.png"))
+        browser.click("a.alert-link[href*='/odoo/']", "Back to edit mode")
+
+        # Create Invoice > Create Draft > Confirm > Send: the legal PDF is the attachment.
+        browser.click(".o_form_view .o_statusbar_buttons button#create_invoice", "Create Invoice")
+        browser.click(".modal button#create_invoice_open", "Create Draft")
+        browser.click(".o_form_view .o_statusbar_buttons button[name=action_post]", "Confirm (the invoice)")
+        browser.click(".o_form_view .o_statusbar_buttons button[name=action_invoice_sent]", "Send")
+        browser.wait("document.querySelector('.modal .o_field_widget[name=mail_attachments_widget]')", what="Send")
+        attachments = browser.js(
+            "document.querySelector('.modal .o_field_widget[name=mail_attachments_widget]').innerText"
+        )
+        print(f"Send wizard attachments: {attachments!r}")
+        if number.replace("/", "-") not in attachments:
+            raise SystemExit("the Send wizard does not attach the legal PDF")
+        time.sleep(0.5)
+        browser.screenshot(shot("invoice-send.png"))
+        browser.click(".modal button[name=action_send_and_print]", "Send (in the wizard)")
+        browser.wait("!document.querySelector('.modal')", what="the wizard to close")
+
+        # The Vendus store e-mails with Odoo's template: confirm its order, invoice it, post the invoice
+        # (behind the scenes), then look at the invoice's chatter.
+        vendus = rpc(args.url, session, "sale.order", "search_read",
+                     [[["state", "=", "draft"], ["fiscal_account_id.provider", "=", "vendus"]]],
+                     {"fields": ["name"], "limit": 1})  # fmt: skip
+        if vendus:
+            vendus_id = vendus[0]["id"]
+            ctx = {"context": {"active_model": "sale.order", "active_ids": [vendus_id], "active_id": vendus_id}}
+            rpc(args.url, session, "sale.order", "action_confirm", [[vendus_id]])
+            wizard = rpc(args.url, session, "sale.advance.payment.inv", "create", [{}], ctx)
+            rpc(args.url, session, "sale.advance.payment.inv", "create_invoices", [[wizard]], ctx)
+            [move_id] = rpc(args.url, session, "sale.order", "read", [[vendus_id], ["invoice_ids"]])[0]["invoice_ids"]
+            rpc(args.url, session, "account.move", "action_post", [[move_id]])
+            browser.goto(f"{args.url}/odoo/action-account.action_move_out_invoice_type/{move_id}")
+            browser.wait(
+                "document.querySelector('.o-mail-Message') && document.body.innerText.includes('Please find attached')",
+                timeout=90,
+                what="the e-mail Odoo sent with the shop's template, in the invoice's chatter",
+            )
+            move = rpc(args.url, session, "account.move", "read", [[move_id], ["name", "fiscal_number"]])[0]
+            print(f"{vendus[0]['name']} ({move['name']}): {move['fiscal_number']} e-mailed by Odoo's template")
+            time.sleep(1)
+            browser.screenshot(shot("invoice-emailed-by-odoo.png"))
+
+        # One more sale (confirmed behind the scenes) so that the fiscal documents views show more than one.
+        others = rpc(args.url, session, "sale.order", "search_read",
+                     [[["state", "=", "draft"], ["fiscal_account_id.provider", "=", "invoicexpress"]]],
+                     {"fields": ["name"], "limit": 1, "order": "id"})  # fmt: skip
+        for other in others:
+            rpc(args.url, session, "sale.order", "action_confirm", [[other["id"]]])
+            print(f"also confirmed {other['name']} (for the fiscal documents views)")
+        time.sleep(3)
 
         browser.goto(f"{args.url}/odoo/action-fiscal_invoice_connector.fiscal_document_action")
         browser.wait("document.querySelector('.o_list_view .o_data_row')", what="the fiscal documents list")
@@ -206,11 +295,21 @@ def main():
         time.sleep(0.5)
         browser.screenshot(shot("settings.png"))
 
-        accounts = rpc(args.url, session, "fiscal.provider.account", "search", [[]], {"limit": 1})
+        # The Vendus store's account: Odoo e-mails its documents with the shop's mail template.
+        accounts = rpc(
+            args.url, session, "fiscal.provider.account", "search", [[["provider", "=", "vendus"]]], {"limit": 1}
+        )
         browser.goto(f"{args.url}/odoo/action-fiscal_invoice_connector.fiscal_provider_account_action/{accounts[0]}")
-        browser.wait("document.querySelector('.o_form_view .o_field_widget[name=api_key]')", what="the account form")
+        browser.wait(
+            "document.querySelector('.o_form_view .o_field_widget[name=email_sender]')", what="the account form"
+        )
+        browser.js("document.querySelector('.o_form_view [name=email_sender]').scrollIntoView({block: 'center'})")
         time.sleep(0.5)
         browser.screenshot(shot("provider-account.png"))
+    except Exception:
+        failure = os.path.join(tempfile.gettempdir(), "browser_demo_failure.png")
+        browser.screenshot(failure)
+        raise
     finally:
         browser.close()
 

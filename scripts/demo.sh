@@ -26,8 +26,11 @@ if [ -n "$exists" ] && [ "${FIC_DEMO_RESET:-0}" = 1 ]; then
     exists=""
 fi
 if [ -z "$exists" ]; then
-    say "creating the demo database $DB (Odoo + demo data + the connector; about two minutes, once)..."
-    odoo -d "$DB" -i fiscal_invoice_connector --with-demo --stop-after-init --log-level=warn --http-port=0 \
+    say "creating the demo database $DB (Odoo + demo data + the connector; about three minutes, once)..."
+    # Odoo's Portuguese chart of accounts first (its demo creates the Portuguese company), so that
+    # the connector's demo finds it; then the connector with its demo sales.
+    { odoo -d "$DB" -i l10n_pt --with-demo --stop-after-init --log-level=warn --http-port=0 &&
+        odoo -d "$DB" -i fiscal_invoice_connector --stop-after-init --log-level=warn --http-port=0; } \
         > "$FIC_CACHE/demo-install.log" 2>&1 || { tail -60 "$FIC_CACHE/demo-install.log"; die "demo installation failed (log: $FIC_CACHE/demo-install.log)"; }
 else
     say "updating the connector in $DB..."

@@ -24,4 +24,7 @@ from . import (
     fiscal_provider_account_nfse,
     fiscal_mapping_nfse,
     fiscal_document_nfse,
+    fiscal_demo,
+    fiscal_portal,
+    fiscal_document_mail,
 )

@@ -96,13 +96,10 @@ class TestTour(FiscalTestCommon, HttpCase):
             "Test connection called the service from the account and from the settings",
         )
 
-        order = self.make_order()
+        # The admin's own quotation (the README: Sales > Quotations opens on "My Quotations").
+        order = self.make_order(user_id=self.env.ref("base.user_admin").id)
         self.assertEqual(order.fiscal_account_id, account)
-        self.start_tour(
-            f"/odoo/action-sale.action_quotations_with_onboarding/{order.id}",
-            "fiscal_invoice_connector_confirm",
-            login="admin",
-        )
+        self.start_tour("/odoo", "fiscal_invoice_connector_confirm", login="admin", timeout=120)
         self.assertEqual(order.state, "sale")
         self.assertEqual(order.fiscal_state, "to_send")
         self.assertFalse(
@@ -116,6 +113,7 @@ class TestTour(FiscalTestCommon, HttpCase):
             f"/odoo/action-sale.action_orders/{order.id}",
             "fiscal_invoice_connector_issued",
             login="admin",
+            timeout=240,  # it opens the customer portal too: the first frontend page builds its assets
         )
 
     def test_the_fiscal_number_appears_on_the_open_order_without_reloading(self):

@@ -68,8 +68,29 @@ registry.category("web_tour.tours").add("fiscal_invoice_connector_configure", {
     ],
 });
 
+// The README's demo steps, in its words: Sales > Quotations (the admin's own, "My Quotations"),
+// open the quotation of Tasca do Bairro, Confirm.
 registry.category("web_tour.tours").add("fiscal_invoice_connector_confirm", {
     steps: () => [
+        ...stepUtils.goToAppSteps("sale.sale_menu_root", "Open Sales"),
+        {
+            content: "Sales > Quotations",
+            trigger: ".o_main_navbar .o_menu_sections [data-menu-xmlid='sale.sale_order_menu']",
+            run: "click",
+        },
+        {
+            trigger: ".o-dropdown--menu [data-menu-xmlid='sale.menu_sale_quotations']",
+            run: "click",
+        },
+        {
+            content: "The list opens on the admin's own quotations",
+            trigger: ".o_searchview .o_facet_value:contains(My Quotations)",
+        },
+        {
+            content: "Open the quotation of Tasca do Bairro",
+            trigger: ".o_list_view .o_data_row td[name=partner_id]:contains(Tasca do Bairro)",
+            run: "click",
+        },
         {
             content: "Confirm the quotation",
             trigger: ".o_form_view .o_statusbar_buttons button[name=action_confirm]",
@@ -97,6 +118,26 @@ registry.category("web_tour.tours").add("fiscal_invoice_connector_issued", {
             content: "and the PDF the service returned",
             trigger: ".o_form_view button[name=action_open_fiscal_pdf]:contains(Fiscal PDF)",
         },
+        {
+            content: "The customer's portal page (Preview) shows the legal document",
+            trigger: ".o_form_view .o_statusbar_buttons button[name=action_preview_sale_order]",
+            run: "click",
+            expectUnloadPage: true,
+        },
+        {
+            trigger: "#fiscal_document_portal:contains(FT A/):contains(ATCUD)",
+        },
+        {
+            content: "with its legal PDF to download",
+            trigger: "#fiscal_document_portal a.o_fiscal_portal_pdf[href*='/fiscal/pdf?access_token=']",
+        },
+        {
+            content: "Back to the order",
+            trigger: "a.alert-link:contains(Back to edit mode)",
+            run: "click",
+            expectUnloadPage: true,
+        },
+        stepUtils.autoExpandMoreButtons(),
         {
             content: "Open the fiscal document",
             trigger: ".o_form_view button[name=action_view_fiscal_documents]",
