@@ -134,8 +134,8 @@ class EnotasProvider(FiscalProvider):
     # Fields of GET /empresas/{id} naming the company, first found wins [?].
     company_name_fields = ("nomeFantasia", "razaoSocial", "nome")
 
-    def __init__(self, config, session=None):
-        super().__init__(config, session)
+    def __init__(self, config, session=None, services=None):
+        super().__init__(config, session, services)
         self.company_id = str(config.options.get("company_id") or "").strip()
 
     # -- transport ------------------------------------------------------------

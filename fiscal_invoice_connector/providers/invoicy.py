@@ -401,8 +401,8 @@ class InvoicyProvider(FiscalProvider):
     # Communication keys remembered for redaction (a client lives for one cron batch).
     max_remembered_keys = 32
 
-    def __init__(self, config, session=None):
-        super().__init__(config, session)
+    def __init__(self, config, session=None, services=None):
+        super().__init__(config, session, services)
         self.endpoint = self.endpoint_for(config.base_url, config.environment)
         self._service = None
         self._keys = []
