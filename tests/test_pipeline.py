@@ -455,6 +455,10 @@ def test_time_budget_takes_only_what_fits_then_nothing():
     assert budget.slice(50) == 0
     # A tiny budget still takes one document (else the queue would stall for ever).
     assert TimeBudget(1, seconds_per_document=30, clock=FakeClock()).slice(50) == 1
+    # An account's published budget: 100 requests a minute, ~4 per document, 60 s planned.
+    assert TimeBudget(120, clock=FakeClock()).rate_cap(100) == 25
+    assert TimeBudget(120, clock=FakeClock()).rate_cap(0) is None
+    assert TimeBudget(2, clock=FakeClock()).rate_cap(10) == 1
     # A run started earlier (Odoo: the cron job's start) has less left.
     clock = FakeClock()
     assert TimeBudget(120, clock=clock, started=clock.now - 50).left() == pytest.approx(10)

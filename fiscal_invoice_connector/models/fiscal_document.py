@@ -381,6 +381,7 @@ class FiscalDocument(models.Model):
         )
         domain = self._due_domain()
         seen, processed = [], 0
+        allowance = {}  # account -> documents this run may still take at its request budget
         while True:
             size = budget.slice(batch_size)
             if size < 1:
@@ -389,6 +390,18 @@ class FiscalDocument(models.Model):
             if not candidates:
                 break
             seen += candidates.ids
+            # Within each account's request budget for the run (the rest waits for the next run).
+            kept = []
+            for doc in candidates:
+                account = doc.account_id
+                if account not in allowance:
+                    allowance[account] = budget.rate_cap(account.rate_limit_per_minute)
+                if allowance[account] is not None:
+                    if allowance[account] <= 0:
+                        continue
+                    allowance[account] -= 1
+                kept.append(doc.id)
+            candidates = self.browse(kept)
             claimed = self.browse([doc.id for doc in candidates if doc._claim()])  # each claim commits
             if not claimed:
                 continue

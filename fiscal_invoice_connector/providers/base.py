@@ -330,6 +330,10 @@ class FiscalProvider:
     code = None
     label = None
     default_base_url = None
+    # Base URL per environment ("test", "production") when the service has one per environment.
+    default_urls = {}
+    # Published request budget per account and minute (0: none published).
+    default_rate_limit = 0
     credential_fields = ("api_key",)
     # Subset of {"draft", "email", "pdf", "xml", "cancel", "credit_note", "receipt", "find_by_reference",
     # "find_receipt", "settle", "async"}; "async" = create answers before the document is final (poll

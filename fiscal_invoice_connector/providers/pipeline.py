@@ -114,7 +114,8 @@ class TimeBudget:
     def __init__(self, seconds, seconds_per_document=2.0, share=0.5, clock=time.monotonic, started=None):
         self.clock = clock
         # Only a share of the limit is planned: a slice's tail (slow answers) must still fit.
-        self.deadline = (started if started is not None else clock()) + seconds * share
+        self.planned = seconds * share
+        self.deadline = (started if started is not None else clock()) + self.planned
         self.per_document = max(float(seconds_per_document), 0.001)
         self.measured = False
 
@@ -129,6 +130,13 @@ class TimeBudget:
         if left <= 0:
             return 0
         return max(1, min(limit, int(left / self.per_document)))
+
+    def rate_cap(self, per_minute, calls_per_document=4):
+        """Documents of one account a run may take at its budget of ``per_minute`` requests (0: no
+        budget published), about ``calls_per_document`` requests each: at least one."""
+        if per_minute <= 0:
+            return None
+        return max(1, int(per_minute * self.planned / 60 / calls_per_document))
 
     def record(self, documents, seconds):
         """A slice of ``documents`` took ``seconds`` (wall time): the estimate follows the slowest."""
@@ -192,6 +200,13 @@ def outcome_unknown(error):
     return isinstance(error, TransientError) and not isinstance(error, (RateLimitedError, NotReadyError))
 
 
+class _ThreadClients(threading.local):
+    """Each thread's clients, by account (a client's session is not shared between threads)."""
+
+    def __init__(self):
+        self.clients = {}
+
+
 class Pipeline:
     """Runs planned jobs through the stages with ``concurrency`` threads."""
 
@@ -200,7 +215,7 @@ class Pipeline:
         self.make_client = make_client
         self.concurrency = max(1, int(concurrency))
         self.limiters = limiters or {}  # account_id -> TokenBucket
-        self.local = threading.local()
+        self.local = _ThreadClients()
         self.shared = defaultdict(dict)  # account_id -> cache shared by its clients (remote client ids)
         self.refused = {}  # account_id -> the AuthenticationError that stopped its jobs
         # Called in the caller's thread as each job ends a stage, in completion order, so that
@@ -214,9 +229,7 @@ class Pipeline:
 
     # -- clients: one per thread and account, each with its own pooled session ----------
     def _client(self, account_id):
-        clients = getattr(self.local, "clients", None)
-        if clients is None:
-            clients = self.local.clients = {}
+        clients = self.local.clients
         client = clients.get(account_id)
         if client is None:
             session = requests.Session()
@@ -370,53 +383,49 @@ class Pipeline:
 
     def _create(self, client, job):
         if job.payment is not None:
-            return self._receipt(client, job)
+            # A receipt for one payment of the original invoice, found by the payment's reference.
+            return self._exactly_once(
+                client,
+                job,
+                "receipt",
+                "find_receipt" in client.capabilities,
+                lambda: client.find_receipt(job.payment.reference),
+                lambda: client.register_payment(job.original_kind, job.original_remote_id, job.payment),
+            )
         client.prepare(job.data)  # customer and items: idempotent, no fiscal document
         if job.mode == "data_only":
             job.registered = True
             return None
-        searchable = "find_by_reference" in client.capabilities
+        return self._exactly_once(
+            client,
+            job,
+            "document",
+            "find_by_reference" in client.capabilities,
+            lambda: client.find_by_reference(job.data),
+            lambda: client.create(job.data),
+        )
+
+    @staticmethod
+    def _exactly_once(client, job, what, searchable, find, send):
+        """Probe by our reference when an earlier request may have reached the provider, else
+        send; an outcome that is unknown and cannot be searched parks the job (``unknown``)."""
         if job.probe:
             if not searchable:
-                job.unknown = (
-                    f"{client.label} may hold this document (an earlier answer was lost) and cannot be searched."
-                )
+                job.unknown = f"{client.label} may hold this {what} (an answer was lost) and cannot be searched."
                 return None
-            found = client.find_by_reference(job.data)
+            found = find()
             if found:
                 return job.store(found)
         job.create_attempted = True
         try:
-            remote = client.create(job.data)
+            remote = send()
         except ProviderError as e:
             # "This reference exists already": our earlier attempt got through. Take it.
-            remote = client.find_by_reference(job.data) if e.kind == "duplicate" and searchable else None
+            remote = find() if e.kind == "duplicate" and searchable else None
             if not remote:
                 if outcome_unknown(e) and not searchable:
-                    job.unknown = f"{client.label}: {e} The document may exist there and cannot be searched."
+                    job.unknown = f"{client.label}: {e} The {what} may exist there and cannot be searched."
                 raise
-        return job.store(remote)
-
-    def _receipt(self, client, job):
-        """A receipt for one payment of the original invoice: probed by the payment's reference
-        before anything is re-sent; parked when it may exist and cannot be searched."""
-        searchable = "find_receipt" in client.capabilities
-        if job.probe:
-            if not searchable:
-                job.unknown = (
-                    f"{client.label} may hold this receipt (an earlier answer was lost) and cannot be searched."
-                )
-                return None
-            found = client.find_receipt(job.payment.reference)
-            if found:
-                return job.store(found)
-        job.create_attempted = True
-        try:
-            remote = client.register_payment(job.original_kind, job.original_remote_id, job.payment)
-        except ProviderError as e:
-            if outcome_unknown(e) and not searchable:
-                job.unknown = f"{client.label}: {e} The receipt may exist there and cannot be searched."
-            raise
         return job.store(remote)
 
     def _finalize(self, client, job):
