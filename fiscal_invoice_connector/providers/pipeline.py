@@ -405,8 +405,13 @@ class Pipeline:
             lambda: client.create(job.data),
         )
 
-    @staticmethod
-    def _exactly_once(client, job, what, searchable, find, send):
+    def _still_accepted(self, job):
+        """Between two calls of one step: the account's key was refused meanwhile (another
+        thread), so no further call of this job."""
+        if job.account_id in self.refused:
+            raise self.refused[job.account_id]
+
+    def _exactly_once(self, client, job, what, searchable, find, send):
         """Probe by our reference when an earlier request may have reached the provider, else
         send; an outcome that is unknown and cannot be searched parks the job (``unknown``)."""
         if job.probe:
@@ -416,6 +421,7 @@ class Pipeline:
             found = find()
             if found:
                 return job.store(found)
+        self._still_accepted(job)
         job.create_attempted = True
         try:
             remote = send()
@@ -449,6 +455,7 @@ class Pipeline:
                     f"Totals differ: Odoo {job.expected_total}, {client.label} {job.remote.total}.",
                     details=[{"odoo": str(job.expected_total), "provider": str(job.remote.total)}],
                 )
+        self._still_accepted(job)
         # Also after a crash between finalize and our commit: the client treats "already
         # finalized" as success. Asynchronous providers answer their status.
         job.store(client.finalize(job.kind, job.remote_id))
