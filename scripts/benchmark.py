@@ -304,7 +304,7 @@ class Bench:
             ("_claim", "claim (lock, lease, commit)"),
             ("_plan_job", "plan (mapping, intent)"),
             ("_apply_job", "apply (results, PDF, chatter)"),
-            ("_process", "one-by-one (_process)"),
+            ("_checkpoint_job", "checkpoint (facts per stage)"),
             ("_enqueue", "enqueue (_enqueue)"),
             ("_post_on_sources", "chatter (_post_on_sources)"),
             ("_trigger_processing", "cron trigger"),
@@ -958,7 +958,7 @@ class Bench:
             "plan (mapping, intent)",
             "provider calls (pipeline)",
             "apply (results, PDF, chatter)",
-            "one-by-one (_process)",
+            "checkpoint (facts per stage)",
         ]
         rows = [
             "| Run | Documents | Total | " + " | ".join(labels) + " |",

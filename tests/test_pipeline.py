@@ -21,6 +21,7 @@ from fiscal_simulators.vendus import VendusSimulator
 
 from odoo.addons.fiscal_invoice_connector.providers.base import (
     AuthenticationError,
+    ClientServices,
     FiscalDocumentData,
     FiscalLine,
     FiscalParty,
@@ -29,7 +30,7 @@ from odoo.addons.fiscal_invoice_connector.providers.base import (
     RemoteDocument,
 )
 from odoo.addons.fiscal_invoice_connector.providers.invoicexpress import InvoiceXpressProvider
-from odoo.addons.fiscal_invoice_connector.providers.pipeline import Job, Pipeline, TokenBucket
+from odoo.addons.fiscal_invoice_connector.providers.pipeline import Job, Pipeline, TimeBudget, TokenBucket
 from odoo.addons.fiscal_invoice_connector.providers.vendus import VendusProvider
 
 KEY = "pl-Secret-Key-31c8e0"
@@ -101,34 +102,35 @@ def job(n, account_id=1, day=TODAY, customer="ODOO-C1", **kw):
 
 
 def ix_factory(sim, key=KEY, **options):
-    def make():
+    def make(services=None):
         config = ProviderConfig(
             base_url=sim.base_url,
             credentials={"api_key": key},
             timeout=5,
             options={"pdf_poll_interval": 0.01, **options},
         )
-        return InvoiceXpressProvider(config)
+        return InvoiceXpressProvider(config, services=services)
 
     return make
 
 
 def vendus_factory(sim):
-    def make():
+    def make(services=None):
         config = ProviderConfig(
             base_url=sim.base_url,
             credentials={"api_key": KEY},
             timeout=5,
             options={"register_id": 1, "payment_methods": {"TB": 1, "NU": 2, "CC": 3}},
         )
-        return VendusProvider(config)
+        return VendusProvider(config, services=services)
 
     return make
 
 
 def pipeline(factories, concurrency=8, limiters=None):
-    """``factories``: account id -> a function making a new client (what the Odoo layer passes)."""
-    return Pipeline(lambda account_id: factories[account_id](), concurrency, limiters)
+    """``factories``: account id -> a function making a new client from the engine's services
+    (session, throttle, rate observer: what the Odoo layer passes)."""
+    return Pipeline(lambda account_id, services: factories[account_id](services), concurrency, limiters)
 
 
 def statuses(sim, status):
@@ -404,12 +406,16 @@ def test_jobs_are_data_in_data_out(ix):
             imported.add("." * node.level + (node.module or "").split(".")[0])
     allowed = {"__future__", "threading", "time", "collections", "concurrent", "dataclasses", "requests", ".base"}
     assert imported <= allowed
-    # The factory gets an account id and nothing else; inputs come back unchanged.
+    # The factory gets an account id and the engine's services (constructor arguments of the
+    # client, nothing patched afterwards); inputs come back unchanged.
     asked = []
 
-    def make_client(account_id):
+    def make_client(account_id, services):
         asked.append(account_id)
-        return ix_factory(ix)()
+        assert isinstance(services, ClientServices) and services.session is not None
+        client = ix_factory(ix)(services)
+        assert client.session is services.session
+        return client
 
     jobs = [job(n, customer=f"ODOO-C{n % 2}", want_pdf=True) for n in range(6)]
     inputs = copy.deepcopy([j.data for j in jobs])
@@ -422,3 +428,91 @@ def test_jobs_are_data_in_data_out(ix):
     # Every request the provider saw was made by a job, and counted on it.
     assert sum(j.calls for j in jobs) == len(ix.requests)
     assert sum(len(j.trace) for j in jobs) == len([r for r in ix.requests if "/simulator-files/" not in r["path"]])
+
+
+# ---------------------------------------------------------------------------
+# The engine's rules: time budget, unknown outcomes
+# ---------------------------------------------------------------------------
+
+
+def test_time_budget_takes_only_what_fits_then_nothing():
+    clock = FakeClock()
+    budget = TimeBudget(120, seconds_per_document=2.0, clock=clock)  # plans 60 s of the 120 s limit
+    # Nothing measured yet: the conservative estimate.
+    assert budget.slice(50) == 30
+    assert budget.slice(10) == 10
+    clock.now += 8 * 1.5
+    budget.record(8, 8 * 1.5)  # 1.5 s per document, measured
+    # 48 s left at 1.5 s per document: 32 documents.
+    assert budget.slice(50) == 32
+    # A slower slice (a paced account, slow answers): the estimate follows the slowest.
+    clock.now += 20
+    budget.record(4, 20)
+    assert budget.per_document >= 3.25
+    assert budget.slice(50) == int(28 / budget.per_document)
+    clock.now += 30
+    assert budget.left() == 0
+    assert budget.slice(50) == 0
+    # A tiny budget still takes one document (else the queue would stall for ever).
+    assert TimeBudget(1, seconds_per_document=30, clock=FakeClock()).slice(50) == 1
+    # An account's published budget: 100 requests a minute, ~4 per document, 60 s planned.
+    assert TimeBudget(120, clock=FakeClock()).rate_cap(100) == 25
+    assert TimeBudget(120, clock=FakeClock()).rate_cap(0) is None
+    assert TimeBudget(2, clock=FakeClock()).rate_cap(10) == 1
+    # A run started earlier (Odoo: the cron job's start) has less left.
+    clock = FakeClock()
+    assert TimeBudget(120, clock=clock, started=clock.now - 50).left() == pytest.approx(10)
+
+
+class _Unsearchable(InvoiceXpressProvider):
+    """A provider whose documents cannot be found by our reference."""
+
+    capabilities = InvoiceXpressProvider.capabilities - {"find_by_reference"}
+
+
+def unsearchable_factory(sim):
+    def make(services=None):
+        config = ProviderConfig(base_url=sim.base_url, credentials={"api_key": KEY}, timeout=5, options={})
+        return _Unsearchable(config, services=services)
+
+    return make
+
+
+def test_an_unknown_create_outcome_that_cannot_be_searched_is_parked_not_resent(ix):
+    ix.inject("reset", path_contains="/invoices.json", method="POST", when="after")
+    lost = job(1)
+    pipeline({1: unsearchable_factory(ix)}, concurrency=1).run([lost])
+    assert lost.unknown and "cannot be searched" in lost.unknown
+    assert len(requests_to(ix, "/invoices.json", "POST")) == 1
+    # The next attempt (create_sent: probe) must not create again: parked at once.
+    again = job(1, probe=True)
+    pipeline({1: unsearchable_factory(ix)}, concurrency=1).run([again])
+    assert again.unknown and not again.create_attempted
+    assert len(requests_to(ix, "/invoices.json", "POST")) == 1
+
+
+def test_an_email_whose_answer_is_lost_is_never_sent_again(ix):
+    ix.inject("reset", path_contains="/email-document", method="PUT", when="after")
+    mailed = job(1, email=("a@acme.pt", "Invoice {number}", "Hello"))
+    pipeline({1: ix_factory(ix)}, concurrency=1).run([mailed])
+    assert mailed.email_unknown and not mailed.emailed
+    assert len(ix.emails) == 1
+    assert len(requests_to(ix, "/email-document")) == 1
+    # A 429 says nothing was done: that one is retried later, not parked.
+    ix.inject(429, path_contains="/email-document", method="PUT")
+    limited = job(2, email=("a@acme.pt", "Invoice {number}", "Hello"))
+    pipeline({1: ix_factory(ix)}, concurrency=1).run([limited])
+    assert not limited.email_unknown and limited.error is not None and limited.error.kind == "rate_limited"
+
+
+def test_one_document_or_many_go_through_the_same_stages(ix):
+    """Concurrency 1 is the same code without threads: same requests, same results."""
+    single = [job(n, customer="ODOO-C1", want_pdf=True) for n in range(3)]
+    pipeline({1: ix_factory(ix)}, concurrency=1).run(single)
+    by_one = sorted((r["method"], r["path"].split("?")[0].rstrip("0123456789")) for r in ix.requests)
+    ix.reset()
+    many = [job(n + 10, customer="ODOO-C1", want_pdf=True) for n in range(3)]
+    pipeline({1: ix_factory(ix)}, concurrency=8).run(many)
+    by_many = sorted((r["method"], r["path"].split("?")[0].rstrip("0123456789")) for r in ix.requests)
+    assert all(j.error is None and j.pdf for j in single + many)
+    assert len(by_one) == len(by_many)

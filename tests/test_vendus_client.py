@@ -167,7 +167,7 @@ def test_provider_declares_its_identity_and_capabilities():
     assert VendusProvider.default_base_url == "https://www.vendus.pt/ws/v1.1"
     assert VendusProvider.credential_fields == ("api_key",)
     assert VendusProvider.capabilities == {
-        "pdf", "credit_note", "receipt", "cancel", "find_by_reference", "product_sync"
+        "pdf", "credit_note", "receipt", "find_receipt", "cancel", "find_by_reference", "product_sync"
     }  # fmt: skip
     assert "draft" not in VendusProvider.capabilities
 

@@ -3,16 +3,21 @@
 Exactly-once protocol (docs/exactly-once.md has the long version):
 1. Hooks only *insert* a row (``to_send``) in the user's transaction; a partial unique
    index makes two live documents for one source impossible.
-2. The cron locks one row (``FOR UPDATE SKIP LOCKED``), re-reads it, takes a lease
-   (``next_attempt`` in the future) and commits: the intent is recorded before any call.
+2. The runner (``_cron_process_queue``) locks one row (``FOR UPDATE SKIP LOCKED``), re-reads it,
+   takes a lease (``next_attempt`` in the future) with a new ``lease_token`` and commits.
 3. ``create_sent`` is committed *before* the create call; after a crash or timeout the
    next attempt probes the provider by our reference before anything is re-sent.
-4. Every remote step (create, finalize, PDF, email) commits its result at once, so an
-   attempt resumes where the last one stopped; "already finalized" is success.
+4. One engine (``providers/pipeline.py``, no ORM) makes the provider calls for one document or
+   many; what the provider did is checkpointed as each document ends a stage, on a transaction
+   started after the call, as a compare-and-set on (id, lease token, state): a worker that lost
+   its document writes nothing. Users record requests (cancel, settle) in their own fields.
 """
 
 import logging
 import random
+import time
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
@@ -20,7 +25,9 @@ import psycopg2
 
 from odoo import api, fields, models
 from odoo.exceptions import MissingError, UserError
-from odoo.tools import SQL
+from odoo.tools import SQL, config
+
+from odoo.addons.base.models.ir_cron import MIN_TIME_PER_JOB
 
 from ..providers import (
     AuthenticationError,
@@ -28,7 +35,7 @@ from ..providers import (
     RateLimitedError,
     TransientError,
 )
-from ..providers.base import Redactor
+from ..providers.base import Redactor, TotalsMismatchError
 from .fiscal_provider_account import DOCUMENT_TYPES, MODES
 
 _logger = logging.getLogger(__name__)
@@ -42,6 +49,7 @@ STATES = [
     ("to_cancel", "Cancelling"),
     ("cancelled", "Cancelled"),
     ("error", "Needs attention"),
+    ("check", "Check at provider"),
     ("failed", "Failed"),
     ("dropped", "Dropped"),
 ]
@@ -69,8 +77,19 @@ class ProviderRejection(UserError):
     """The provider decided (rejected the document, refused a cancellation)."""
 
 
+@dataclass
+class _Lease:
+    """What a worker holds: the token of its claim and the state it left the document in."""
+
+    token: str
+    state: str
+    lost: bool = False
+
+
 BACKOFF_BASE = 60  # seconds; doubled at each attempt
 BACKOFF_CAP = 6 * 3600
+FENCE_RETRIES = 5  # fresh transactions tried for one checkpoint when users commit meanwhile
+FOLLOW_UP_ROUNDS = 4  # an issued document's follow-ups are given up after max_attempts x this
 
 
 class FiscalDocument(models.Model):
@@ -156,10 +175,18 @@ class FiscalDocument(models.Model):
         [("none", "Not needed"), ("pending", "Pending"), ("done", "Attached")], default="none", readonly=True
     )
     email_state = fields.Selection(
-        [("none", "Not requested"), ("pending", "Pending"), ("sent", "Sent")], default="none", readonly=True
+        [("none", "Not requested"), ("pending", "Pending"), ("sent", "Sent"), ("unknown", "Check at provider")],
+        default="none",
+        readonly=True,
+        help="Check at provider: the request left and its answer was lost; it is never sent twice.",
     )
     cancel_reason = fields.Char(readonly=True, copy=False)
     totals_mismatch = fields.Boolean(readonly=True, copy=False, help="The provider's draft totals differ from Odoo's.")
+
+    # Fencing: the token of the worker's claim; every write of a worker compares it (and the state).
+    lease_token = fields.Char(readonly=True, copy=False)
+    # User requests, never erased by a worker's write: honoured once the call in flight ends.
+    cancel_requested = fields.Boolean(readonly=True, copy=False)
 
     # Retries.
     attempt_count = fields.Integer(readonly=True, copy=False)
@@ -437,34 +464,76 @@ class FiscalDocument(models.Model):
             ("settle_state", "=", "pending"),
         ]
 
+    # ------------------------------------------------------------------ the runner
+    # The runner alone owns transactions: it claims (lease token), plans (intent committed before
+    # any call), runs the engine (providers/pipeline.py, no ORM), checkpoints what the provider did
+    # as each document ends a stage, and applies the outcome. Every write of a worker goes through
+    # _fenced: a compare-and-set on (id, lease token, state it left), on a transaction started
+    # after the provider call, retried on a serialization failure; dropped when the row moved on.
     @api.model
     def _cron_process_queue(self, batch_size=50):
-        """Process due documents one at a time; each is locked, leased and committed on its own."""
-        domain = self._due_domain()
+        """Process due documents in slices the run can finish within its time budget (the cron's
+        real-time limit, the HTTP request limit when run by hand, the accounts' rate budgets);
+        re-trigger the cron while work remains."""
+        from ..providers.pipeline import TimeBudget
+
         cron = self.env["ir.cron"]
-        candidates = self.search(domain, order="next_attempt, id", limit=batch_size)
-        # The runner calls us again while it is told that work remains.
-        cron._commit_progress(remaining=self.search_count(domain))
-        concurrency = int(self.env["ir.config_parameter"].sudo().get_param("fiscal_invoice_connector.concurrency", 8))
-        claimed = self.browse([doc.id for doc in candidates if doc._claim()])  # each claim commits
-        batch = claimed.filtered(lambda d: d._batchable()) if concurrency > 1 else self.browse()
-        processed = 0
-        if batch:
-            batch._process_batch(concurrency)
-            processed += len(batch)
-            cron._commit_progress(len(batch))
-        for doc in claimed - batch:
-            doc._process()
-            processed += 1
-            if not cron._commit_progress(1):
-                break  # time budget of this cron run used up
+        params = self.env["ir.config_parameter"].sudo()
+        concurrency = max(1, int(params.get_param("fiscal_invoice_connector.concurrency", 8)))
+        # Killed after the smallest real-time limit that applies (a cron worker's, or the HTTP
+        # request's when the scheduled action is run by hand), counted from the job's start.
+        limits = [float(config.get(key) or 0) for key in ("limit_time_real_cron", "limit_time_real")]
+        limits = [limit for limit in limits if limit > 0]
+        end = self.env.context.get("cron_end_time")
+        budget = TimeBudget(
+            min(limits) if limits else 120.0,
+            seconds_per_document=float(params.get_param("fiscal_invoice_connector.seconds_per_document", 2.0)),
+            started=end - MIN_TIME_PER_JOB if end else None,
+        )
+        domain = self._due_domain()
+        seen, processed = [], 0
+        allowance = {}  # account -> documents this run may still take at its request budget
+        while True:
+            size = budget.slice(batch_size)
+            if size < 1:
+                break
+            candidates = self.search(domain + [("id", "not in", seen)], order="next_attempt, id", limit=size)
+            if not candidates:
+                break
+            seen += candidates.ids
+            # Within each account's request budget for the run (the rest waits for the next run).
+            kept = []
+            for doc in candidates:
+                account = doc.account_id
+                if account not in allowance:
+                    allowance[account] = budget.rate_cap(account.rate_limit_per_minute)
+                if allowance[account] is not None:
+                    if allowance[account] <= 0:
+                        continue
+                    allowance[account] -= 1
+                kept.append(doc.id)
+            candidates = self.browse(kept)
+            claimed = self.browse([doc.id for doc in candidates if doc._claim()])  # each claim commits
+            if not claimed:
+                continue
+            started = budget.clock()
+            claimed._process_batch(concurrency)
+            budget.record(len(claimed), budget.clock() - started)
+            processed += len(claimed)
+            cron._commit_progress(len(claimed))
+        left = self.search_count(domain + [("id", "not in", seen)])
+        # The runner calls us again while it is told that work remains, until its own time is up.
+        cron._commit_progress(remaining=left if budget.left() > 0 else 0)
+        if left or self.search_count(domain):
+            self._trigger_processing()  # a fresh run (its own time budget) takes the rest
         return processed
 
     def _claim(self):
-        """Lock the row, check it is still due, take a lease and commit.
+        """Lock the row, check it is still due, take a lease with a new token and commit.
 
         After this commit the row lock is gone, but the lease keeps every other worker
-        (their search filters on next_attempt) away until we are done or dead.
+        (their search filters on next_attempt) away until we are done or dead, and the token
+        fences our writes: once another worker took the document over, ours are dropped.
         """
         self.ensure_one()
         if not self.try_lock_for_update():
@@ -474,218 +543,280 @@ class FiscalDocument(models.Model):
             # Release the row lock.
             self.env.cr.commit()  # pylint: disable=invalid-commit
             return False
-        self.write({"next_attempt": fields.Datetime.now() + LEASE})
+        self.write({"next_attempt": fields.Datetime.now() + LEASE, "lease_token": uuid.uuid4().hex})
         # Intent recorded before any call.
         self.env.cr.commit()  # pylint: disable=invalid-commit
         return True
 
-    def _process(self):
-        """Run the job of one claimed document, recording each attempt."""
-        self.ensure_one()
-        client = None
-        operation = "cancel" if self.state == "to_cancel" else "issue"
-        try:
-            client = self.account_id._get_client()
-            if operation == "cancel":
-                waiting = self._job_cancel(client)
-            else:
-                waiting = self._job_issue(client)
-            self._log_attempt(operation, "waiting" if waiting else "ok", client=client)
-            # An asynchronous provider is still working: read its answer again later
-            # (a webhook wakes us up sooner). Waiting is not a failed attempt.
-            delay = timedelta(seconds=max(self.account_id.poll_interval, 1)) if waiting else timedelta()
-            self.write({"next_attempt": fields.Datetime.now() + delay, "last_error": False, "error_kind": False})
-            if waiting:
-                self._trigger_processing(self.next_attempt)
-        except AuthenticationError as e:
-            self._on_auth_error(e, operation, client)
-        except ProviderError as e:
-            self._on_provider_error(e, operation, client)
-        except ProviderRejection as e:
-            # The provider looked at the document and said no (already recorded): the data needs a fix.
-            self._on_validation_error(str(e), "rejected", operation, client)
-        except UserError as e:
-            # Our own validation (mapping) failed: the data needs a fix.
-            self._on_validation_error(str(e), "validation", operation, client)
-        except Exception as e:
-            # A bug or an unexpected answer: keep the document, retry later, say what happened.
-            self.env.cr.rollback()  # pylint: disable=invalid-commit
-            _logger.exception("Fiscal document %s: unexpected error", self.id)
-            message = self._redact(f"{type(e).__name__}: {e}")
-            self._on_transient(TransientError(self.env._("Unexpected error: %s", message)), operation, client)
-        self.env.cr.commit()  # pylint: disable=invalid-commit
-
-    # ------------------------------------------------------------------ batch (concurrent) path
-    def _batchable(self):
-        """The common case goes through the concurrent pipeline: issuing an invoice or a credit
-        note, or its follow-ups. Anything rarer (cancellation, receipts, waiting for an original,
-        re-sending a rejection, replacing a bad draft, data only) takes the one-by-one path."""
-        self.ensure_one()
-        if self.kind not in ("invoice", "credit_note") or self.mode == "data_only":
-            return False
-        if self.totals_mismatch or self.remote_state in ("rejected", "pending", "cancel_pending"):
-            return False
-        if self.related_document_id and self.related_document_id.state != "issued":
-            return False
-        if self.state == "issued":
-            return "pending" in (self.pdf_state, self.email_state, self.settle_state)
-        return self.state in ("to_send", "sending")
+    def _fenced(self, lease, step, *args):
+        """Run ``step(*args)`` as one transaction that starts now (after the provider call: no
+        snapshot older than the call) if this worker still holds the document: same lease token,
+        same state as it left it. Otherwise the write is dropped (another worker took over, or a
+        user changed the document while no worker held it). A serialization failure (a user's
+        commit meanwhile) is retried on a fresh transaction; it never aborts other documents."""
+        cr = self.env.cr
+        for attempt in range(FENCE_RETRIES):
+            cr.commit()  # pylint: disable=invalid-commit
+            self.env.invalidate_all()
+            try:
+                cr.execute(
+                    SQL("SELECT lease_token, state FROM fiscal_document WHERE id = %s FOR NO KEY UPDATE", self.id)
+                )
+                row = cr.fetchone()
+                if not row or row[0] != lease.token or row[1] != lease.state:
+                    cr.rollback()  # pylint: disable=invalid-commit
+                    _logger.info("Fiscal document %s moved on (%s): a stale write is dropped", self.id, row)
+                    lease.lost = True
+                    return None
+                result = step(*args)
+                self.env.flush_all()
+                lease.state = self.state
+                cr.commit()  # pylint: disable=invalid-commit
+                return result
+            except (psycopg2.errors.SerializationFailure, psycopg2.errors.DeadlockDetected):
+                cr.rollback()  # pylint: disable=invalid-commit
+                self.env.invalidate_all()
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+        _logger.warning("Fiscal document %s: write not applied after %s conflicts", self.id, FENCE_RETRIES)
+        return None
 
     def _process_batch(self, concurrency):
-        """Plan every document (ORM), run the provider calls concurrently outside the ORM
-        (providers/pipeline.py), then write each result and commit it on its own."""
+        """Plan every claimed document (ORM, intent committed), run the engine (provider calls,
+        no ORM), checkpoint each document as it ends a stage, then apply its outcome."""
         from ..providers.pipeline import Pipeline, TokenBucket
 
-        jobs, planned = [], self.browse()
+        leases = {doc.id: _Lease(doc.lease_token, doc.state) for doc in self}
+        jobs, by_id = [], {}
         for doc in self:
-            job = doc._plan_job()
+            job = doc._guarded(leases[doc.id], doc._plan_job)
             if job is not None:
                 jobs.append(job)
-                planned |= doc
-        # Intent of every create in the batch is recorded before any call (exactly-once).
-        self.env.cr.commit()  # pylint: disable=invalid-commit
-        accounts = planned.account_id
+                by_id[doc.id] = doc
+        if not jobs:
+            return
+        accounts = self.browse(list(by_id)).account_id
         factories = {a.id: (a._get_provider_class(), a._provider_config()) for a in accounts}
         limiters = {
             a.id: TokenBucket.for_budget(a.rate_limit_per_minute, per=60.0)
             for a in accounts
             if a.rate_limit_per_minute > 0
         }
-        by_id = {doc.id: doc for doc in planned}
-        pipeline = Pipeline(
-            lambda account_id: factories[account_id][0](factories[account_id][1]),
-            concurrency,
-            limiters,
-            checkpoint=lambda job: by_id[job.doc_id]._checkpoint_job(job),
-        )
-        pipeline.run(jobs)  # no ORM, no cursor in there
-        for doc, job in zip(planned, jobs, strict=True):
-            doc._apply_job(job)
-            self.env.cr.commit()  # pylint: disable=invalid-commit
+        self.env.cr.commit()  # pylint: disable=invalid-commit
 
+        def make_client(account_id, services):
+            cls, config = factories[account_id]
+            return cls(config, services=services)
+
+        def checkpoint(job):
+            doc = by_id[job.doc_id]
+            doc._guarded(leases[doc.id], doc._checkpoint_job, job)
+
+        try:
+            Pipeline(make_client, concurrency, limiters, checkpoint=checkpoint).run(jobs)  # no ORM in there
+        except Exception as e:  # noqa: BLE001 - a bug in the engine: every job says so, nothing is lost
+            _logger.exception("Fiscal engine: unexpected error")
+            for job in jobs:
+                if job.error is None:
+                    job.error, job.failed_stage = e, job.failed_stage or "engine"
+        for job in jobs:
+            doc = by_id[job.doc_id]
+            doc._guarded(leases[doc.id], doc._apply_job, job)
+
+    def _guarded(self, lease, step, *args):
+        """_fenced, and a bug in ``step`` is reported on the document (retried later), not raised."""
+        try:
+            return self._fenced(lease, step, *args)
+        except Exception as e:  # noqa: BLE001 - a bug or an unexpected answer: keep the document
+            self.env.cr.rollback()  # pylint: disable=invalid-commit
+            _logger.exception("Fiscal document %s: unexpected error", self.id)
+            message = self._redact(f"{type(e).__name__}: {e}")
+            error = TransientError(self.env._("Unexpected error: %s", message))
+            operation = "cancel" if lease.state == "to_cancel" else "issue"
+            self._fenced(lease, self._on_error, error, operation, None)
+            return None
+
+    # ------------------------------------------------------------------ plan, checkpoint, apply
     def _plan_job(self):
+        """One job for the engine, or None when there is nothing to call (decided here)."""
+        from ..providers import FiscalPayment
         from ..providers.pipeline import Job
 
         account = self.account_id
         cls = account._get_provider_class()
-        try:
-            data = None if self.remote_id else self.env["fiscal.mapping"]._document_data(self)
-        except UserError as e:
-            self._on_validation_error(str(e), "validation", "issue", None)
-            self.env.cr.commit()  # pylint: disable=invalid-commit
+        operation = "cancel" if self.state == "to_cancel" else "issue"
+        if operation == "cancel" and not self.remote_id and not self.create_sent:
+            self.write({"state": "dropped", "lease_token": False})
+            self._post_on_sources(self.env._("Queued fiscal document dropped: nothing had been sent."))
             return None
-        source = self.move_id if self.move_id else self.sale_order_id
+        original = self.related_document_id
+        if operation == "issue" and original and original.state != "issued":
+            if original.state in ("to_send", "sending"):
+                # A credit note or a receipt goes after its original document: waiting is no failure.
+                self._log_attempt("issue", "waiting")
+                self._release(timedelta(seconds=max(account.poll_interval, 1)))
+                return None
+            self._on_validation_error(
+                self.env._(
+                    "The original fiscal document %(name)s is %(state)s: this %(kind)s cannot be issued.",
+                    name=original.display_name,
+                    state=dict(original._fields["state"].selection)[original.state],
+                    kind=dict(self._fields["kind"].selection)[self.kind].lower(),
+                ),
+                "validation",
+                operation,
+                None,
+            )
+            return None
+        resend = self.remote_state == "rejected"
+        replace = bool(operation == "issue" and self.totals_mismatch and self.remote_state == "draft")
+        creating = operation == "issue" and (not self.remote_id or resend or replace)
+        receipt = self.kind == "receipt"
+        data = None
+        if (creating and not receipt) or (operation == "cancel" and not self.remote_id):
+            try:
+                # Mapped only here: later steps (finalize, PDF, email) never depend on today's data.
+                data = self.env["fiscal.mapping"]._document_data(self)
+            except UserError as e:
+                self._on_validation_error(str(e), "validation", operation, None)
+                return None
         email = None
-        if self.send_email and "email" in cls.capabilities and self.email_state != "sent" and self.partner_id.email:
-            email = (self.partner_id.email, account.email_subject or "", account.email_body or "")
+        if self.send_email and "email" in cls.capabilities and self.email_state in ("none", "pending"):
+            if self.partner_id.email:
+                email = (self.partner_id.email, account.email_subject or "", account.email_body or "")
+        source = self.move_id if self.move_id and not receipt else self.sale_order_id
         job = Job(
             doc_id=self.id,
             account_id=account.id,
             kind=self.document_type,
             data=data,
             # Exists remotely (not mapped again): the date it was created with, by the mapping's rule.
-            # Never False: a batch mixing False and dates crashed sorting them in the pipeline's
-            # finalize stage, every run, and the queue stopped (fault suite, after a 401 mid-batch).
+            # Never False: a batch mixing False and dates crashed sorting them in the finalize stage.
             date=data.date
             if data
             else (
-                self.invoice_date
+                self.payment_date
+                or self.invoice_date
                 or self.move_id.invoice_date
                 or (self.sale_order_id.date_order and self.sale_order_id.date_order.date())
                 or None
             ),
-            mode=self.mode,
-            remote_id=self.remote_id or None,
-            remote_state=self.remote_state or None,
+            action=operation,
+            mode=self.mode if not receipt else "finalize",
+            remote_id=(self.remote_id or None) if not resend else None,
+            remote_state=(self.remote_state or None) if not resend else None,
             number=self.number or None,
-            probe=self.create_sent and not self.remote_id,
-            expected_total=Decimal(str(source.amount_total)) if source else None,
+            probe=bool(self.create_sent and not self.remote_id),
+            replace_draft=replace,
+            expected_total=Decimal(str(source.amount_total)) if source and not receipt else None,
             tolerance=Decimal(str(account.totals_tolerance or 0)),
             want_pdf="pdf" in cls.capabilities and self.pdf_state != "done",
             want_xml="xml" in cls.capabilities,
-            email=email,
+            email=email if self.email_state != "sent" else None,
             settle=self.settle_state == "pending",
+            cancel_reason=self._provider_cancel_reason(),
         )
-        if not self.remote_id:
+        if receipt and creating:
+            job.payment = FiscalPayment(
+                amount=Decimal(str(self.payment_amount)),
+                date=self.payment_date or fields.Date.context_today(self),
+                method=self.payment_method or "TB",
+                reference=self.reference,
+            )
+            job.original_kind, job.original_remote_id = original.document_type, original.remote_id
+        if creating and self.mode != "data_only":
+            # The intent is committed before any call: after a crash, the next attempt probes.
             self.write({"state": "sending", "create_sent": True})
         return job
 
     def _checkpoint_job(self, job):
-        """What the provider did for one job, recorded as soon as it is done (main thread): the
-        remote id and state (no second create, no second finalize) and a sent email (never twice).
-        The full result is written by _apply_job afterwards."""
-        vals = {}
+        """What the provider did for one job, recorded as soon as it ended a stage: the remote id
+        and state (no second create, no second finalize), issued, the PDF, a sent email (never
+        twice), a settlement. Idempotent: the apply step runs it again."""
+        if job.replaced and not job.remote_id and self.remote_id:
+            self.write({"remote_id": False, "remote_state": False, "totals_mismatch": False})
         remote = job.remote
         if remote is not None and (remote.remote_id != self.remote_id or remote.state != self.remote_state):
             self._store_remote(remote)
-        if job.emailed and self.email_state != "sent":
-            vals["email_state"] = "sent"
-        if vals:
-            self.write(vals)
-        if remote is not None or vals:
-            self.env.cr.commit()  # pylint: disable=invalid-commit
+        if job.action == "issue" and job.mode == "finalize":
+            self._apply_done(job)
 
     def _apply_job(self, job):
-        """Write what the provider said for one document, as the one-by-one path would."""
+        """The outcome of one job, written once the engine is done with it; then user requests
+        recorded meanwhile are honoured and the lease is released."""
         trace = _Trace(job.trace)
-        if not job.remote_id and not job.probe and not job.create_attempted and self.create_sent:
-            # The intent was recorded for the batch, but no create request left: nothing can exist.
+        operation = job.action
+        self._checkpoint_job(job)
+        if (
+            operation == "issue"
+            and not job.remote_id
+            and not job.probe
+            and not job.create_attempted
+            and not job.unknown
+            and self.create_sent
+            and not self.remote_id
+        ):
+            # The intent was recorded, but no create request left: nothing can exist.
             self.write({"create_sent": False, "state": "to_send"})
-            self._commit()
-        if job.remote is not None:
-            self._store_remote(job.remote)
-            self._commit()
-        if job.error is not None and job.failed_stage == "follow-ups":
-            # The document is final and some follow-ups may have succeeded: facts, recorded before
-            # the error (the one-by-one path commits each step). Otherwise a PDF error left a final
-            # document "sending", then "failed" after max attempts (fault suite).
-            self._apply_done(job)
-            self._commit()
-        if job.error is not None:
+        if job.email_unknown:
+            self._email_unknown(job, trace)
+            job.error = None
+        if job.unknown:
+            self._park(job.unknown, operation, trace)
+        elif job.error is not None:
             error = job.error
-            if getattr(error, "kind", None) == "totals" and self.remote_state == "draft":
+            if isinstance(error, TotalsMismatchError) and self.remote_state == "draft":
                 self.write({"totals_mismatch": True})
-                self._commit()
-            if isinstance(error, AuthenticationError):
-                self._on_auth_error(error, "issue", trace)
-            elif isinstance(error, ProviderError):
-                self._on_provider_error(error, "issue", trace)
-            else:
-                _logger.error("Fiscal document %s: unexpected error: %s", self.id, self._redact(repr(error)))
-                message = self._redact(f"{type(error).__name__}: {error}")
-                self._on_transient(TransientError(self.env._("Unexpected error: %s", message)), "issue", trace)
-            return
-        if job.waiting:
-            self._log_attempt("issue", "waiting", client=trace)
-            self.write({"state": "sending", "next_attempt": fields.Datetime.now()
-                        + timedelta(seconds=max(self.account_id.poll_interval, 1))})  # fmt: skip
-            self._trigger_processing(self.next_attempt)
-            return
-        if self.remote_state == "rejected" and self.state in ("to_send", "sending"):
-            # As _finalize_remote: the provider looked at it and said no; the data needs a fix (left
-            # "sending", the next run would send it again, unchanged).
+                error = ProviderRejection(self._totals_message(job))
+            self._on_error(error, operation, trace)
+        elif job.waiting:
+            self._log_attempt(operation, "waiting", client=trace)
+            self.write({"state": "to_cancel" if operation == "cancel" else "sending"})
+            # An asynchronous provider is still working: read its answer again later (a webhook
+            # wakes us up sooner). Waiting is not a failed attempt.
+            self._release(timedelta(seconds=max(self.account_id.poll_interval, 1)))
+        elif operation == "cancel":
+            self._apply_cancel(job, trace)
+        elif self.remote_state == "rejected" and self.state in ("to_send", "sending"):
+            # The provider looked at it and said no: the data needs a fix.
             label = self.account_id._get_provider_class().label
-            reason = self.remote_message or "-"
-            message = self.env._("%(provider)s rejected the document: %(reason)s", provider=label, reason=reason)
-            self._on_validation_error(message, "rejected", "issue", trace)
-            return
-        if self.mode == "draft":
-            if self.state != "draft":
+            message = self.env._(
+                "%(provider)s rejected the document: %(reason)s", provider=label, reason=self.remote_message or "-"
+            )
+            self._on_validation_error(message, "rejected", operation, trace)
+        else:
+            if job.registered and self.state != "registered":
+                self.write({"state": "registered"})
+                self._post_on_sources(self._data_only_message(self.account_id._get_provider_class()))
+            elif job.mode == "draft" and self.kind != "receipt" and self.remote_id and self.state != "draft":
                 self.write({"state": "draft"})
                 self._post_on_sources(
                     self.env._(
                         "Draft fiscal document created at %s (not final: finalize it there).", self.account_id.name
                     )
                 )
-        else:
-            self._apply_done(job)
-        self._log_attempt("issue", "ok", client=trace)
-        self.write({"next_attempt": fields.Datetime.now(), "last_error": False, "error_kind": False})
+            self._log_attempt(operation, "ok", client=trace)
+            vals = {"last_error": False, "error_kind": False}
+            if self.state == "issued" and "pending" not in (self.pdf_state, self.email_state, self.settle_state):
+                vals["attempt_count"] = 0
+            self.write(vals)
+            self._release()
+        self._honour_requests()
+
+    def _apply_cancel(self, job, trace):
+        self._log_attempt("cancel", "ok", client=trace)
+        self.write({"state": "cancelled", "last_error": False, "error_kind": False, "lease_token": False})
+        self._post_on_sources(
+            self.env._(
+                "Fiscal document %(number)s cancelled at the provider: %(reason)s",
+                number=self.number or self.reference,
+                reason=self.cancel_reason or "-",
+            )
+        )
 
     def _apply_done(self, job):
-        """Final at the provider: issued in Odoo, then the follow-ups the pipeline completed."""
+        """Final at the provider: issued in Odoo, then the follow-ups the engine completed."""
         if self.state in ("to_send", "sending") and self.remote_state in ("final", "settled"):
-            self.write({"state": "issued", "pdf_state": "pending" if job.want_pdf else "none",
+            self.write({"state": "issued", "attempt_count": 0, "pdf_state": "pending" if job.want_pdf else "none",
                         "email_state": "pending" if job.email else "none"})  # fmt: skip
             self._post_on_sources(
                 self.env._(
@@ -695,251 +826,91 @@ class FiscalDocument(models.Model):
                     code=self.atcud or "-",
                 )
             )
-        if job.pdf:
+        if self.state != "issued":
+            return
+        if job.pdf and self.pdf_state != "done":
             self._attach_pdf(job.pdf, job.xml)
-        if job.emailed:
+        if job.emailed and self.email_state != "sent":
             self.write({"email_state": "sent"})
             self._post_on_sources(self.env._("Fiscal document emailed to %s by the provider.", job.email[0]))
-        if job.settled:
+        if job.settled and self.settle_state != "done":
             self.write({"settle_state": "done"})
             self._post_on_sources(self.env._("Fiscal document %s marked as paid at the provider.", self.number))
+
+    def _email_unknown(self, job, trace):
+        """The e-mail request left and its answer was lost: it may have been sent. Never twice."""
+        message = self._redact(str(job.error))
+        self._log_attempt("issue", "unknown", client=trace, message=message)
+        self.write({"email_state": "unknown"})
+        text = self.env._(
+            "The e-mail to %(email)s may or may not have been sent (%(error)s). It is not sent again "
+            "automatically: check at the provider and send it from there if needed.",
+            email=job.email[0] if job.email else "-",
+            error=message,
+        )
+        self._post_on_sources(text, error=True)
+        self._schedule_failure_activity(text, summary=self.env._("Fiscal e-mail: check at the provider"))
+
+    def _park(self, message, operation, trace):
+        """The outcome is unknown and the provider cannot be searched for it: a person looks."""
+        message = self._redact(message)
+        self._log_attempt(operation, "unknown", client=trace, message=message)
+        self.write({"state": "check", "last_error": message, "error_kind": "unknown", "lease_token": False})
+        text = self.env._(
+            "Check at the provider: %s Nothing is sent again automatically. If the document is not "
+            "there, click Retry; if it is, note its number and cancel or keep it there.",
+            message,
+        )
+        self._post_on_sources(text, error=True)
+        self._schedule_failure_activity(text, summary=self.env._("Fiscal document: check at the provider"))
+
+    def _totals_message(self, job):
+        source = self.move_id if self.move_id and self.kind != "receipt" else self.sale_order_id
+        expected = source.amount_total if source else self.amount_total
+        currency = self.currency_id or source.currency_id
+        difference = abs((self.remote_total or 0.0) - expected)
+        return self.env._(
+            "Totals differ: Odoo %(odoo)s, %(provider)s %(remote)s (difference %(diff)s). The document "
+            "stays a draft at the provider and is not final. Check prices, discounts and taxes "
+            "(tax names must exist at the provider), then Retry.",
+            odoo=expected,
+            provider=self.account_id._get_provider_class().label,
+            remote=self.remote_total,
+            diff=round(difference, currency.decimal_places),
+        )
+
+    def _release(self, delay=None):
+        """End of the worker's turn: the lease goes, the next attempt is now (or after ``delay``)."""
+        # (Datetime.now() drops the microseconds: one second more keeps a wait at least ``delay``.)
+        at = fields.Datetime.now() + (delay + timedelta(seconds=1) if delay else timedelta())
+        self.write({"lease_token": False, "next_attempt": at})
+        if delay:
+            self._trigger_processing(at)
+
+    def _honour_requests(self):
+        """A cancellation a user requested while a worker held the document is honoured as soon
+        as the worker is done: dropped when nothing was sent, else cancelled at the provider."""
+        if not self.cancel_requested or self.state in ("to_cancel", *DEAD_STATES):
+            return
+        now = fields.Datetime.now()
+        if not self.create_sent and not self.remote_id and self.state in ("to_send", "error", "failed"):
+            self.write({"state": "dropped", "lease_token": False})
+            self._post_on_sources(self.env._("Queued fiscal document dropped: %s", self.cancel_reason or "-"))
+        elif self.state in ("issued", "draft") and not self.account_id._can_cancel(self.document_type):
+            self.write({"cancel_requested": False})
+            self._post_on_sources(
+                self.env._(
+                    "%(provider)s cannot cancel this document: issue a credit note (reverse the invoice) instead.",
+                    provider=self.account_id.name,
+                ),
+                error=True,
+            )
+        elif self.state != "check":
+            self.write({"state": "to_cancel", "next_attempt": now, "lease_token": False})
+            self._trigger_processing()
 
     def _redact(self, text):
         return Redactor(self.account_id._secrets())(text)
-
-    def _commit(self):
-        # Each remote step is a fact.
-        self.env.cr.commit()  # pylint: disable=invalid-commit
-
-    # ------------------------------------------------------------------ jobs
-    def _job_issue(self, client):
-        """create -> finalize -> PDF -> email, resuming at the first step not yet recorded.
-        Returns True while the provider is still authorizing the document."""
-        if self.related_document_id and self._wait_for_original():
-            return True
-        if self.totals_mismatch and self.remote_state == "draft":
-            # The user fixed the data after a totals error: the wrong draft goes, a new one comes
-            # (a draft is not a legal document; deleting it is what the provider allows).
-            client.cancel(self.document_type, self.remote_id, "")
-            self.write({"remote_id": False, "remote_state": False, "create_sent": False, "totals_mismatch": False})
-            self._commit()
-        if self.kind == "receipt" and (not self.remote_id or self.remote_state == "rejected"):
-            self._create_receipt(client)
-        elif not self.remote_id or self.remote_state == "rejected":
-            if not self._create_remote(client):
-                return False  # data only: nothing more to do
-        if self.mode == "draft" and self.kind != "receipt":
-            if self.state != "draft":
-                self.write({"state": "draft"})
-                self._post_on_sources(
-                    self.env._(
-                        "Draft fiscal document created at %s (not final: finalize it there).", self.account_id.name
-                    )
-                )
-            return False
-        if self.state in ("to_send", "sending") and self._finalize_remote(client):
-            return True
-        self._follow_ups(client)
-        return False
-
-    def _wait_for_original(self):
-        """A credit note or a receipt goes after its original document; True while waiting."""
-        original = self.related_document_id
-        if original.state == "issued":
-            return False
-        if original.state in ("to_send", "sending"):
-            return True
-        raise UserError(
-            self.env._(
-                "The original fiscal document %(name)s is %(state)s: this %(kind)s cannot be issued.",
-                name=original.display_name,
-                state=dict(original._fields["state"].selection)[original.state],
-                kind=dict(self._fields["kind"].selection)[self.kind].lower(),
-            )
-        )
-
-    def _create_receipt(self, client):
-        """A receipt at the provider for one payment of the original invoice (exactly once:
-        intent committed first; the payment reference goes with it)."""
-        from ..providers import FiscalPayment
-
-        original = self.related_document_id
-        if "receipt" not in client.capabilities:
-            raise UserError(self.env._("%s does not issue receipts.", client.label))
-        if self.create_sent and not self.remote_id and hasattr(client, "find_receipt"):
-            found = client.find_receipt(self.reference, original.remote_id)
-            if found:
-                self._store_remote(found)
-                self._commit()
-                return
-        self.write({"state": "sending", "create_sent": True})
-        self._commit()
-        payment = FiscalPayment(
-            amount=Decimal(str(self.payment_amount)),
-            date=self.payment_date or fields.Date.context_today(self),
-            method=self.payment_method or "TB",
-            reference=self.reference,
-        )
-        remote = client.register_payment(original.document_type, original.remote_id, payment)
-        self._store_remote(remote)
-        self._commit()
-
-    def _create_remote(self, client):
-        """Make the document exist remotely, exactly once. False when only data was sent."""
-        resend = self.remote_state == "rejected"
-        # Mapped only here: later steps (finalize, PDF, email) never depend on today's data.
-        data = self.env["fiscal.mapping"]._document_data(self)
-        client.prepare(data)  # customer and items: idempotent, no fiscal document
-        if self.mode == "data_only":
-            self.write({"state": "registered"})
-            self._post_on_sources(self._data_only_message(client))
-            return False
-        if not resend and self.create_sent and "find_by_reference" in client.capabilities:
-            # A create may have reached the provider before a crash or timeout: look first.
-            found = client.find_by_reference(data)
-            if found:
-                self._store_remote(found)
-                self._commit()
-                return True
-        self.write({"state": "sending", "create_sent": True})
-        self._commit()
-        try:
-            remote = client.create(data)
-        except ProviderError as e:
-            # "This reference exists already": our earlier attempt got through. Take it.
-            remote = client.find_by_reference(data) if e.kind == "duplicate" else None
-            if not remote:
-                raise
-        self._store_remote(remote)
-        self._commit()
-        return True
-
-    def _finalize_remote(self, client):
-        """Finalize (or read the asynchronous authorization). True while still pending."""
-        if self.remote_state not in ("final", "settled"):
-            if self.remote_state == "draft":
-                self._check_draft_totals(client)
-            # Also after a crash between finalize and our commit: the client treats
-            # "already finalized" as success. Asynchronous providers answer their status.
-            self._store_remote(client.finalize(self.document_type, self.remote_id))
-            self._commit()
-        if self.remote_state == "pending":
-            return True
-        if self.remote_state == "rejected":
-            raise ProviderRejection(
-                self.env._(
-                    "%(provider)s rejected the document: %(reason)s",
-                    provider=client.label,
-                    reason=self.remote_message or "-",
-                )
-            )
-        self.write(
-            {
-                "state": "issued",
-                "pdf_state": "pending" if "pdf" in client.capabilities else "none",
-                "email_state": "pending" if self.send_email and "email" in client.capabilities else "none",
-            }
-        )
-        self._commit()
-        self._post_on_sources(
-            self.env._(
-                "Fiscal document %(number)s issued at %(account)s (ATCUD / verification code %(code)s).",
-                number=self.number or "?",
-                account=self.account_id.name,
-                code=self.atcud or "-",
-            )
-        )
-        return False
-
-    def _check_draft_totals(self, client):
-        """Before a draft becomes a legal document: the provider's totals must be Odoo's."""
-        source = self.move_id if self.move_id and self.kind != "receipt" else self.sale_order_id
-        expected = source.amount_total if source else self.amount_total
-        if self.remote_total is False or self.remote_total is None:
-            return
-        currency = self.currency_id or source.currency_id
-        difference = abs(self.remote_total - expected)
-        if currency.compare_amounts(difference, self.account_id.totals_tolerance) > 0:
-            self.write({"totals_mismatch": True})
-            self._commit()
-            raise ProviderRejection(
-                self.env._(
-                    "Totals differ: Odoo %(odoo)s, %(provider)s %(remote)s (difference %(diff)s). The document "
-                    "stays a draft at the provider and is not final. Check prices, discounts and taxes "
-                    "(tax names must exist at the provider), then Retry.",
-                    odoo=expected,
-                    provider=client.label,
-                    remote=self.remote_total,
-                    diff=round(difference, currency.decimal_places),
-                )
-            )
-
-    def _follow_ups(self, client):
-        if self.state == "issued" and self.settle_state == "pending":
-            self._store_remote(client.settle(self.document_type, self.remote_id))
-            self.write({"settle_state": "done"})
-            self._commit()
-            self._post_on_sources(self.env._("Fiscal document %s marked as paid at the provider.", self.number))
-        if self.state == "issued" and self.pdf_state == "pending":
-            xml = client.fetch_xml(self.document_type, self.remote_id) if "xml" in client.capabilities else None
-            self._attach_pdf(client.fetch_pdf(self.document_type, self.remote_id), xml)
-            self._commit()
-        if self.state == "issued" and self.email_state == "pending":
-            email = self.partner_id.email
-            if not email:
-                self.write({"email_state": "none"})
-                self._post_on_sources(self.env._("Not emailed: the customer has no email address."))
-                return
-            number = self.number or ""
-            client.send_email(
-                self.document_type,
-                self.remote_id,
-                email,
-                (self.account_id.email_subject or "").replace("{number}", number),
-                (self.account_id.email_body or "").replace("{number}", number),
-            )
-            self.write({"email_state": "sent"})
-            self._post_on_sources(self.env._("Fiscal document emailed to %s by the provider.", email))
-
-    def _job_cancel(self, client):
-        if not self.remote_id and not self.create_sent:
-            self.write({"state": "dropped"})
-            self._post_on_sources(self.env._("Queued fiscal document dropped: nothing had been sent."))
-            return False
-        if not self.remote_id:
-            data = self.env["fiscal.mapping"]._document_data(self)
-            found = client.find_by_reference(data) if "find_by_reference" in client.capabilities else None
-            if not found:
-                self.write({"state": "cancelled"})
-                return False
-            self._store_remote(found)
-            self._commit()
-        if self.remote_state == "cancel_pending":
-            remote = client.fetch_status(self.document_type, self.remote_id)  # asynchronous cancellation
-        else:
-            remote = client.cancel(self.document_type, self.remote_id, self._provider_cancel_reason())
-        self._store_remote(remote)
-        if remote.state == "cancel_pending":
-            return True
-        if remote.state == "cancel_denied":
-            self.write({"state": "issued", "remote_state": "final"})
-            self._commit()
-            raise ProviderRejection(
-                self.env._(
-                    "%(provider)s refused the cancellation: %(reason)s",
-                    provider=client.label,
-                    reason=remote.message or "-",
-                )
-            )
-        self.write({"state": "cancelled"})
-        self._post_on_sources(
-            self.env._(
-                "Fiscal document %(number)s cancelled at the provider: %(reason)s",
-                number=self.number or self.reference,
-                reason=self.cancel_reason or "-",
-            )
-        )
-        return False
 
     def _store_remote(self, remote):
         vals = {"remote_id": remote.remote_id, "remote_state": remote.state, "remote_message": remote.message or False}
@@ -978,48 +949,66 @@ class FiscalDocument(models.Model):
         )
 
     # ------------------------------------------------------------------ errors
+    # Called by the runner inside a fenced transaction: they write, never commit or roll back.
+    def _on_error(self, error, operation, client):
+        if isinstance(error, AuthenticationError):
+            self._on_auth_error(error, operation, client)
+        elif isinstance(error, ProviderError):
+            if error.retryable:
+                self._on_transient(error, operation, client)
+            else:
+                self._on_validation_error(str(error), error.kind, operation, client)
+        elif isinstance(error, ProviderRejection):
+            # The provider looked at the document and said no: the data needs a fix.
+            self._on_validation_error(str(error), "rejected", operation, client)
+        elif isinstance(error, UserError):
+            # Our own validation (mapping) failed: the data needs a fix.
+            self._on_validation_error(str(error), "validation", operation, client)
+        else:
+            _logger.error("Fiscal document %s: unexpected error: %s", self.id, self._redact(repr(error)))
+            message = self._redact(f"{type(error).__name__}: {error}")
+            self._on_transient(TransientError(self.env._("Unexpected error: %s", message)), operation, client)
+
     def _on_auth_error(self, error, operation, client):
-        self.env.cr.rollback()  # pylint: disable=invalid-commit
         message = self._redact(str(error))
         self._log_attempt(operation, error.kind, client=client, message=message)
         # The document is not at fault: it waits, the account is paused with one message.
         self.write(
             {
-                "state": "sending" if self.create_sent and not self.remote_id else self.state,
-                "next_attempt": fields.Datetime.now(),
+                "state": "sending"
+                if self.create_sent and not self.remote_id and self.state == "to_send"
+                else self.state,
                 "last_error": self.env._(
                     "Waiting: the account %s is paused (credentials refused).", self.account_id.name
                 ),
                 "error_kind": error.kind,
             }
         )
+        self._release()
         self.account_id._pause(message)
 
-    def _on_provider_error(self, error, operation, client):
-        self.env.cr.rollback()  # pylint: disable=invalid-commit
-        if error.retryable:
-            self._on_transient(error, operation, client)
-        else:
-            self._on_validation_error(str(error), error.kind, operation, client)
-
     def _on_validation_error(self, message, kind, operation, client):
-        self.env.cr.rollback()  # pylint: disable=invalid-commit
         message = self._redact(message)
         self._log_attempt(operation, kind, client=client, message=message)
-        vals = {"last_error": message, "error_kind": kind, "state": "error"}
-        if self.state == "issued":
-            # The document exists; only a follow-up (PDF, email) failed: keep it issued.
+        vals = {"last_error": message, "error_kind": kind, "state": "error", "lease_token": False}
+        if operation == "cancel" and self.remote_state == "cancel_denied":
+            # The provider refused the cancellation: the document stays what it was, final.
+            vals.update(state="issued", remote_state="final", cancel_requested=False)
+            message = self.env._("Cancellation refused: %s", message)
+        elif self.state == "issued":
+            # The document exists; only a follow-up (PDF, email, settle) failed: keep it issued,
+            # stop that follow-up and tell someone.
             vals.pop("state")
             vals.update(
-                {
-                    "pdf_state": "none" if self.pdf_state == "pending" else self.pdf_state,
-                    "email_state": "none" if self.email_state == "pending" else self.email_state,
-                }
+                pdf_state="none" if self.pdf_state == "pending" else self.pdf_state,
+                email_state="none" if self.email_state == "pending" else self.email_state,
             )
         self.write(vals)
+        if self.state == "issued" and operation == "issue":
+            self._schedule_failure_activity(message, summary=self.env._("Fiscal follow-up failed"))
         self._post_on_sources(
             self.env._("Fiscal document not issued: %s Fix the data, then click Retry.", message)
-            if "state" in vals
+            if vals.get("state") == "error"
             else self.env._("Fiscal document follow-up failed: %s", message),
             error=True,
         )
@@ -1036,20 +1025,46 @@ class FiscalDocument(models.Model):
             delay = max(error.retry_after or 60, 1)
         else:
             delay = min(BACKOFF_BASE * 2 ** max(attempts - 1, 0), BACKOFF_CAP) * random.uniform(0.8, 1.2)
-        vals = {
-            "attempt_count": attempts,
-            "last_error": message,
-            "error_kind": error.kind,
-            "next_attempt": fields.Datetime.now() + timedelta(seconds=delay),
-        }
-        if self.state in ("to_send", "sending") and self.create_sent:
+        vals = {"attempt_count": attempts, "last_error": message, "error_kind": error.kind}
+        if self.state == "to_send" and self.create_sent:
             vals["state"] = "sending"
-        if attempts >= self.account_id.max_attempts:
-            if self.state == "issued":
-                # Only a follow-up keeps failing: stop it, the document itself exists.
-                vals.update(pdf_state="none", email_state="none" if self.email_state == "pending" else self.email_state)
-            else:
-                vals["state"] = "failed"
+        limit = self.account_id.max_attempts
+        if self.state == "issued":
+            # Follow-ups (PDF, e-mail, settle) keep their own schedule: retried (backoff up to
+            # BACKOFF_CAP) until the provider answers again; an activity when they keep failing,
+            # given up after FOLLOW_UP_ROUNDS times the account's attempts.
+            self.write(vals)
+            if attempts == limit:
+                self._schedule_failure_activity(
+                    self.env._("A follow-up keeps failing (still retried): %s", message),
+                    summary=self.env._("Fiscal follow-up failing"),
+                )
+            if attempts >= limit * FOLLOW_UP_ROUNDS:
+                self.write({"pdf_state": "none" if self.pdf_state == "pending" else self.pdf_state,
+                            "email_state": "none" if self.email_state == "pending" else self.email_state,
+                            "settle_state": "none" if self.settle_state == "pending" else self.settle_state,
+                            "lease_token": False})  # fmt: skip
+                text = self.env._(
+                    "Fiscal document follow-up given up after %(n)s attempts: %(msg)s", n=attempts, msg=message
+                )
+                self._schedule_failure_activity(text, summary=self.env._("Fiscal follow-up given up"))
+                self._post_on_sources(text, error=True)
+                return
+            self._release(timedelta(seconds=delay))
+            return
+        if attempts >= limit and operation == "issue":
+            if self.create_sent or self.remote_id:
+                # The provider may hold it (a create left, or it exists as a draft or pending):
+                # "failed" would invite a second legal document. A person checks.
+                self.write(vals)
+                self._park(
+                    self.env._("No answer after %(n)s attempts (%(msg)s): the provider may hold this document.",
+                               n=attempts, msg=message),
+                    operation,
+                    None,
+                )  # fmt: skip
+                return
+            vals.update(state="failed", lease_token=False)
             self.write(vals)
             self._schedule_failure_activity(message)
             self._post_on_sources(
@@ -1057,15 +1072,15 @@ class FiscalDocument(models.Model):
             )
             return
         self.write(vals)
-        self._trigger_processing(vals["next_attempt"])
+        self._release(timedelta(seconds=delay))
 
-    def _schedule_failure_activity(self, message):
+    def _schedule_failure_activity(self, message, summary=None):
         user = self.account_id.responsible_user_id or self.env.ref("base.user_admin", raise_if_not_found=False)
         if user:
             self.activity_schedule(
                 "mail.mail_activity_data_todo",
                 user_id=user.id,
-                summary=self.env._("Fiscal document failed"),
+                summary=summary or self.env._("Fiscal document failed"),
                 note=message,
             )
 
@@ -1169,11 +1184,14 @@ class FiscalDocument(models.Model):
         return doc
 
     def _request_settle(self):
+        now = fields.Datetime.now()
         for doc in self.filtered(lambda d: d.kind == "invoice" and d.state in ("issued", "to_send", "sending")):
             if "settle" in doc.account_id._capabilities() and not doc.account_id.issue_receipts:
                 vals = {"settle_state": "pending"}
-                if doc.state == "issued":  # others settle once issued, at their own pace
-                    vals["next_attempt"] = fields.Datetime.now()
+                # Others settle once issued, at their own pace; a worker holding the document
+                # schedules it again itself (its lease is kept).
+                if doc.state == "issued" and not doc._maybe_leased(now):
+                    vals["next_attempt"] = now
                 doc.write(vals)
         self._trigger_processing()
 
@@ -1233,34 +1251,41 @@ class FiscalDocument(models.Model):
         return waiting
 
     def _maybe_leased(self, now):
-        """True when a worker may hold this document right now (``_claim``): it is in the queue
-        and its next attempt is at most LEASE ahead. Bringing such a document forward would let
-        a second worker take it while the first is still talking to the provider (two PDFs, two
-        emails: fault suite). A real backoff that short ends within the lease anyway, and a
-        worker always ends by scheduling the document again (now, when nothing is left to wait for)."""
+        """True when a worker holds this document right now: it took a lease (token) that has not
+        expired. Bringing such a document forward would let a second worker take it while the
+        first is still talking to the provider (two PDFs, two emails: fault suite); a worker always
+        ends by scheduling the document again itself (_release)."""
         self.ensure_one()
-        in_queue = self.state in ("to_send", "sending", "to_cancel") or (
-            self.state == "issued" and "pending" in (self.pdf_state, self.email_state, self.settle_state)
-        )
-        return bool(in_queue and self.next_attempt and now < self.next_attempt <= now + LEASE)
+        return bool(self.lease_token and self.next_attempt and now < self.next_attempt)
 
     # ------------------------------------------------------------------ user actions
+    # A user never writes what a worker holding the document writes: requests go to their own
+    # fields (cancel_requested, settle_state) and the worker honours them when its call ends.
     def action_retry(self):
-        """Send again after the user fixed the data (or after a failure)."""
+        """Send again after the user fixed the data (or after a failure, or after checking at
+        the provider)."""
+        now = fields.Datetime.now()
         for doc in self:
-            if doc.state not in ("error", "failed") and not (doc.state == "issued" and doc.last_error):
+            retryable = doc.state in ("error", "failed", "check")
+            if not retryable and not (doc.state == "issued" and doc.last_error):
                 raise UserError(self.env._("Only documents that need attention or failed can be retried."))
-            now = fields.Datetime.now()
             vals = {"next_attempt": now, "last_error": False, "error_kind": False}
-            if doc.state in ("error", "failed"):
-                vals["state"] = "sending" if doc.create_sent else "to_send"
-                vals["attempt_count"] = 0
+            if retryable:
+                vals.update(attempt_count=0, lease_token=False)
+                if doc.cancel_requested:
+                    # A cancellation was requested: Retry carries it out, it never re-issues.
+                    vals["state"] = "to_cancel"
+                elif doc.state == "check" and "find_by_reference" not in doc.account_id._capabilities():
+                    # The provider cannot be searched: the user checked, it is not there.
+                    vals.update(state="to_send", create_sent=False)
+                else:
+                    vals["state"] = "sending" if doc.create_sent else "to_send"
             else:
                 # Issued, a follow-up (PDF, email) failed. Still queued, a worker may be on it now:
-                # keep its lease (see _maybe_leased), the queue retries it within LEASE anyway.
+                # keep its lease, it schedules the document again itself.
                 if doc._maybe_leased(now):
                     del vals["next_attempt"]
-                if doc.pdf_state == "none":
+                if doc.pdf_state == "none" and "pdf" in doc.account_id._capabilities():
                     vals["pdf_state"] = "pending"
             doc.write(vals)
             doc.activity_unlink(["mail.mail_activity_data_todo"])
@@ -1279,11 +1304,13 @@ class FiscalDocument(models.Model):
         }
 
     def action_request_cancel(self, reason):
+        now = fields.Datetime.now()
         for doc in self:
             if doc.state in DEAD_STATES:
                 continue
-            if doc.state in ("to_send", "error", "failed") and not doc.create_sent:
-                doc.write({"state": "dropped", "cancel_reason": reason})
+            held = doc._maybe_leased(now)
+            if not held and doc.state in ("to_send", "error", "failed") and not doc.create_sent:
+                doc.write({"state": "dropped", "cancel_reason": reason, "cancel_requested": True})
                 doc._post_on_sources(self.env._("Queued fiscal document dropped: %s", reason))
                 continue
             if doc.state in ("issued", "draft") and not doc.account_id._can_cancel(doc.document_type):
@@ -1294,7 +1321,12 @@ class FiscalDocument(models.Model):
                         type=dict(doc._fields["document_type"].selection)[doc.document_type].lower(),
                     )
                 )
-            doc.write({"state": "to_cancel", "cancel_reason": reason, "next_attempt": fields.Datetime.now()})
+            vals = {"cancel_requested": True, "cancel_reason": reason}
+            if not held:
+                # No worker on it: the request becomes the document's next job now.
+                vals.update(state="to_cancel", next_attempt=now, lease_token=False)
+            # Held: recorded only; the worker honours it as soon as its call ends (_honour_requests).
+            doc.write(vals)
             doc.message_post(
                 body=self.env._(
                     "Cancellation requested by %(user)s: %(reason)s", user=self.env.user.name, reason=reason

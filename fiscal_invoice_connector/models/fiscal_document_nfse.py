@@ -28,7 +28,7 @@ class FiscalDocument(models.Model):
     def _data_only_message(self, client):
         """What "Send data only" did, in the chatter: some services keep customer records (the
         data were sent), the NFS-e services keep none (nothing is sent: the data were checked)."""
-        if getattr(client, "keeps_customer_records", True):
+        if client.keeps_customer_records:
             return self.env._("Customer data sent to %s (no fiscal document requested).", self.account_id.name)
         return self.env._(
             "Send data only: %(provider)s keeps no customer records, so nothing was sent to it. The note's data "
@@ -43,7 +43,7 @@ class FiscalDocument(models.Model):
         nfse = self.filtered(lambda doc: doc._is_nfse() and doc.state in ("issued", "sending", "error", "failed"))
         for doc in nfse.filtered("create_sent"):
             cls = doc.account_id._get_provider_class()
-            accepted = getattr(cls, "cancel_motives", None) or getattr(cls, "cancel_codes", ())
+            accepted = cls.cancel_motives
             try:
                 brazil.check_cancel_reason(reason, accepted, cls.label)
             except brazil.ValidationError as e:

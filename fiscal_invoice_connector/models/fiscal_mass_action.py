@@ -10,7 +10,7 @@ from odoo.exceptions import UserError
 
 # Only states in which nobody is talking to the provider about the document; the others
 # ("sending", "to_cancel") belong to the queue until it is done with them.
-CANCELLABLE_STATES = ("issued", "draft", "to_send", "error", "failed")
+CANCELLABLE_STATES = ("issued", "draft", "to_send", "error", "check", "failed")
 SUMMARY_LIMIT = 8  # reasons listed in the notification
 NAMES_LIMIT = 5  # records named per reason; the others are counted
 

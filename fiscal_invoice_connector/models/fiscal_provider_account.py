@@ -209,7 +209,7 @@ class FiscalProviderAccount(models.Model):
     def _compute_base_url(self):
         for account in self:
             cls = account._get_provider_class() if account.provider else None
-            urls = getattr(cls, "default_urls", {}) if cls else {}
+            urls = cls.default_urls if cls else {}
             template = (cls.default_base_url or urls.get(account.environment)) if cls else ""
             if "{account_name}" in (template or ""):
                 template = template.format(account_name=account.account_name or "ACCOUNT")
@@ -219,7 +219,7 @@ class FiscalProviderAccount(models.Model):
     def _compute_rate_limit(self):
         for account in self:
             cls = account._get_provider_class() if account.provider else None
-            account.rate_limit_per_minute = getattr(cls, "default_rate_limit", 0) or 0
+            account.rate_limit_per_minute = cls.default_rate_limit if cls else 0
 
     def _compute_webhook_url(self):
         base = self.env["ir.config_parameter"].sudo().get_param("web.base.url", "")

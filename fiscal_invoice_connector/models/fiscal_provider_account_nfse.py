@@ -35,7 +35,7 @@ class FiscalProviderAccount(models.Model):
     def _compute_cancellation_rules(self):
         for account in self:
             cls = account._get_provider_class() if account.provider else None
-            rules = getattr(cls, "cancellation_rules", ()) if cls else ()
+            rules = cls.cancellation_rules if cls else ()
             account.cancellation_rules = (
                 "<ul>" + "".join(f"<li>{rule}</li>" for rule in rules) + "</ul>" if rules else False
             )

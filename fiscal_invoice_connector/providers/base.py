@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -306,6 +307,19 @@ class Exchange:
 # ---------------------------------------------------------------------------
 
 
+@dataclass
+class ClientServices:
+    """What the engine hands a client at construction: a pooled session, the account's
+    throttle and rate observer, a cache shared by the account's clients, and how many PDF
+    polls one call may make (the engine polls a batch in rounds). All optional."""
+
+    session: requests.Session | None = None
+    throttle: Callable[[], None] | None = None
+    observe_rate: Callable[..., None] | None = None
+    shared: dict | None = None
+    pdf_polls: int | None = None
+
+
 class FiscalProvider:
     """One external invoicing service.
 
@@ -317,24 +331,46 @@ class FiscalProvider:
     code = None
     label = None
     default_base_url = None
+    # Base URL per environment ("test", "production") when the service has one per environment.
+    default_urls = {}
+    # Published request budget per account and minute (0: none published).
+    default_rate_limit = 0
     credential_fields = ("api_key",)
     # Subset of {"draft", "email", "pdf", "xml", "cancel", "credit_note", "receipt", "find_by_reference",
-    # "async"}; "async" = create answers before the document is final (poll fetch_status / webhooks).
+    # "find_receipt", "settle", "async"}; "async" = create answers before the document is final (poll
+    # fetch_status / webhooks); "find_receipt" = a receipt can be found by our payment reference.
     capabilities = frozenset()
     # Largest body kept (after redaction) in the attempt log, per exchange.
     trace_body_limit = 600
+    # A PDF still being rendered: asked at most this many times per attempt, this far apart
+    # (the engine asks in rounds for a whole batch, see ClientServices.pdf_polls).
+    # "Send data only": False when the service keeps no customer records (nothing is sent then).
+    keeps_customer_records = True
+    # Cancellation motive codes the service takes (NFS-e national standard), and what cancelling
+    # allows, in words shown before a user cancels or refunds.
+    cancel_motives = ()
+    cancellation_rules = ()
+    pdf_max_polls = 1
+    pdf_poll_interval = 0.0
 
-    # Set by the batch pipeline: called before every request (a token bucket's acquire), and
-    # with the provider's own count of what is left (rate-limit headers).
-    throttle = None
-    observe_rate = None
-
-    def __init__(self, config: ProviderConfig, session: requests.Session | None = None):
+    def __init__(self, config: ProviderConfig, session: requests.Session | None = None, services=None):
+        services = services or ClientServices()
         self.config = config
-        self.session = session or requests.Session()
+        self.services = services
+        self.session = session or services.session or requests.Session()
+        # Called before every request (a token bucket's acquire), and with the provider's own count
+        # of what is left (rate-limit headers); None outside the engine.
+        self.throttle = services.throttle
+        self.observe_rate = services.observe_rate
+        # What the clients of one account share during a run (e.g. remote customer ids).
+        self.shared = services.shared if services.shared is not None else {}
         self.redact = Redactor(config.secrets)
         self.trace: list[Exchange] = []
         self.calls = 0
+
+    def pdf_polls_per_call(self):
+        """How many times one fetch_pdf call may ask for a PDF still being rendered."""
+        return self.services.pdf_polls or self.pdf_max_polls
 
     # -- operations (override) ---------------------------------------------
     def prepare(self, doc: FiscalDocumentData) -> None:
@@ -371,6 +407,12 @@ class FiscalProvider:
         raise NotImplementedError
 
     def find_by_reference(self, doc: FiscalDocumentData) -> RemoteDocument | None:
+        """The document created with ``doc.reference``, or None (capability "find_by_reference")."""
+        raise NotImplementedError
+
+    def find_receipt(self, reference: str, invoice_remote_id: str | None = None) -> RemoteDocument | None:
+        """The receipt created with this payment reference (on the invoice ``invoice_remote_id``),
+        or None (capability "find_receipt")."""
         raise NotImplementedError
 
     def test_connection(self) -> str:

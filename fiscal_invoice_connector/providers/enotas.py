@@ -134,8 +134,8 @@ class EnotasProvider(FiscalProvider):
         "customer gets a refund outside the NFS-e",
     )
 
-    def __init__(self, config, session=None):
-        super().__init__(config, session)
+    def __init__(self, config, session=None, services=None):
+        super().__init__(config, session, services)
         self.company_id = str(config.options.get("company_id") or "").strip()
 
     # -- transport ------------------------------------------------------------

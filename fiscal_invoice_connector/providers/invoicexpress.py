@@ -62,7 +62,18 @@ class InvoiceXpressProvider(FiscalProvider):
     # Published budget per account and minute (provider-apis.md §2.1 [C]).
     default_rate_limit = 100
     capabilities = frozenset(
-        {"draft", "email", "pdf", "cancel", "credit_note", "receipt", "settle", "find_by_reference", "product_sync"}
+        {
+            "draft",
+            "email",
+            "pdf",
+            "cancel",
+            "credit_note",
+            "receipt",
+            "settle",
+            "find_by_reference",
+            "find_receipt",
+            "product_sync",
+        }
     )
     # Neutral payment codes -> InvoiceXpress payment mechanisms [1] (go-invoicexpress types.go).
     payment_mechanisms = {"TB": "TB", "MB": "MB", "NU": "DIN", "CC": "CC", "CD": "CD", "CH": "CH", "OU": "OU"}
@@ -82,13 +93,13 @@ class InvoiceXpressProvider(FiscalProvider):
     receipt_type = "Receipt"
     receipt_reference_fields = ("note", "observations")
 
-    def __init__(self, config, session=None):
-        super().__init__(config, session)
+    def __init__(self, config, session=None, services=None):
+        super().__init__(config, session, services)
         self.pdf_poll_interval = float(config.options.get("pdf_poll_interval", self.pdf_poll_interval))
         self.pdf_max_polls = int(config.options.get("pdf_max_polls", self.pdf_max_polls))
         # Remote client ids by our code, remembered for the life of this client object
         # (one cron batch) so that a customer is looked up once, not per document.
-        self.client_ids = {}
+        self.client_ids = self.shared.setdefault("client_ids", {})
         self._items = None  # the catalogue by name (= SKU), read once by sync_product
 
     # -- transport ------------------------------------------------------------
@@ -299,7 +310,8 @@ class InvoiceXpressProvider(FiscalProvider):
         return self._change_state(kind, remote_id, "canceled", reason)
 
     def fetch_pdf(self, kind, remote_id) -> bytes:
-        for poll in range(self.pdf_max_polls):
+        polls = self.pdf_polls_per_call()
+        for poll in range(polls):
             response = self._request(
                 "GET", f"/api/pdf/{remote_id}.json", params={"second_copy": "false"}, expected=(200, 202)
             )
@@ -309,7 +321,7 @@ class InvoiceXpressProvider(FiscalProvider):
                 if not url:
                     raise NotReadyError("InvoiceXpress: the PDF answer has no pdfUrl")
                 return self._download(url)
-            if poll + 1 < self.pdf_max_polls:
+            if poll + 1 < polls:
                 time.sleep(self.pdf_poll_interval)
         raise NotReadyError("InvoiceXpress is still generating the PDF", retry_after=30)
 

@@ -344,7 +344,7 @@ class InvoicyProvider(FiscalProvider):
     layout_version = "1.00"
     event_version = "1"
     cancel_event_type = "110111"
-    cancel_codes = ("1", "2", "4")  # EveCodigo: the motives of brazil.CANCEL_MOTIVES InvoiCy takes [C]
+    cancel_motives = ("1", "2", "4")  # EveCodigo: the motives of brazil.CANCEL_MOTIVES InvoiCy takes [C]
     default_cancel_code = "1"
     reason_max_length = 100
     # What a user may do, shown before a refund (docs/mapping-rules.md, cancellation matrix).
@@ -367,8 +367,8 @@ class InvoicyProvider(FiscalProvider):
     # Communication keys remembered for redaction (a client lives for one cron batch).
     max_remembered_keys = 32
 
-    def __init__(self, config, session=None):
-        super().__init__(config, session)
+    def __init__(self, config, session=None, services=None):
+        super().__init__(config, session, services)
         self.endpoint = self.endpoint_for(config.base_url, config.environment)
         self._service = None
         self._keys = []
@@ -929,7 +929,7 @@ class InvoicyProvider(FiscalProvider):
 
         ``reason`` is the justification (15 to 100 characters); a :class:`~.base.CancelReason`
         also carries the motive code (EveCodigo; default 1, error in the emission)."""
-        code, justification = brazil.check_cancel_reason(reason, self.cancel_codes, self.label)
+        code, justification = brazil.check_cancel_reason(reason, self.cancel_motives, self.label)
         reason = self._clean(justification, self.reason_max_length)
         current = self.fetch_status(kind, remote_id)
         if current.state in ("canceled", "cancel_pending"):

@@ -1,17 +1,31 @@
-"""Concurrent sending, outside the ORM (plain Python: threads never see Odoo).
+"""The issuing engine: one state machine for every fiscal document, outside the ORM.
 
-The Odoo layer plans a batch (one :class:`Job` per document, with everything the provider
-calls need, intent already committed), this module runs the calls, and the Odoo layer
-writes the results. Three stages, so that concurrency never breaks a series:
+Plain Python (threads never see Odoo). The Odoo layer (``fiscal.document._process_batch``, the
+runner) claims documents, plans one :class:`Job` per document with everything the provider calls
+need (intent already committed), runs this engine, and writes each result back under the
+document's lease token. The engine never touches a database: it calls the provider and records
+what happened on the job; every decision that needs the database is the runner's.
 
-1. make each document exist remotely (prepare, probe, create) — all in parallel, except
-   for providers whose documents are final on creation (a series!): those go in stage 2;
-2. make it final, date by date (a series refuses a document dated before its last final
-   one: documents of one date run in parallel, dates in order);
-3. follow-ups (PDF, XML, email, settle) — all in parallel.
+One path for one document or many (concurrency 1 runs the same code without a thread pool).
+Per provider capabilities, a job goes through:
+
+0. ``prepare`` what documents refer to (the customer), once per account and customer;
+1. ``replace`` a draft whose totals differed (deleted at the provider, then created again);
+   ``create`` documents that start as drafts or asynchronous requests (in parallel), probing by
+   reference first when an earlier create may have reached the provider; data-only jobs send
+   the customer only;
+2. ``finalize`` date by date (a series refuses a document dated before its last final one);
+   documents final on creation (Vendus) and receipts are created here; asynchronous providers
+   (eNotas, InvoiCy) answer their status (``pending`` = read again later);
+3. follow-ups (PDF, XML, settle), PDFs still being rendered asked in rounds;
+4. e-mails last, one checkpoint each (the one step nobody can take back; an e-mail whose
+   outcome is unknown is never sent again);
+5. ``cancel`` (waiting for an asynchronous authorization to end first).
 
 Calls are paced per account by a token bucket fed by the provider's published limit and
 its rate-limit headers, so a backlog drains at the provider's budget without a 429.
+A result whose outcome is unknown and cannot be searched at the provider is marked
+``job.unknown`` (the runner parks the document "check at the provider").
 """
 
 from __future__ import annotations
@@ -19,12 +33,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import requests
 
-from .base import AuthenticationError, NotReadyError, ProviderError, TotalsMismatchError
+from .base import (
+    AuthenticationError,
+    ClientServices,
+    InvalidStateError,
+    NotReadyError,
+    ProviderError,
+    RateLimitedError,
+    TotalsMismatchError,
+    TransientError,
+)
 
 
 class TokenBucket:
@@ -81,52 +104,122 @@ class TokenBucket:
                 self.updated = self.clock() + float(reset)
 
 
+class TimeBudget:
+    """How much work a run may take: it must end well before the process running it is killed
+    (Odoo's ``limit_time_real_cron`` for a cron worker, ``limit_time_real`` for a request that
+    runs the scheduled action by hand). Slices are sized from the time left and the measured
+    wall time per document (which includes the accounts' rate budgets: a paced batch is slower).
+    """
+
+    def __init__(self, seconds, seconds_per_document=2.0, share=0.5, clock=time.monotonic, started=None):
+        self.clock = clock
+        # Only a share of the limit is planned: a slice's tail (slow answers) must still fit.
+        self.planned = seconds * share
+        self.deadline = (started if started is not None else clock()) + self.planned
+        self.per_document = max(float(seconds_per_document), 0.001)
+        self.measured = False
+
+    def left(self):
+        return max(self.deadline - self.clock(), 0.0)
+
+    def slice(self, limit):
+        """Documents the next slice may take: what fits in the time left at the estimated (then
+        measured) wall time per document, at most ``limit``, at least one while time is left (a
+        small budget must not stall the queue)."""
+        left = self.left()
+        if left <= 0:
+            return 0
+        return max(1, min(limit, int(left / self.per_document)))
+
+    def rate_cap(self, per_minute, calls_per_document=4):
+        """Documents of one account a run may take at its budget of ``per_minute`` requests (0: no
+        budget published), about ``calls_per_document`` requests each: at least one."""
+        if per_minute <= 0:
+            return None
+        return max(1, int(per_minute * self.planned / 60 / calls_per_document))
+
+    def record(self, documents, seconds):
+        """A slice of ``documents`` took ``seconds`` (wall time): the estimate follows the slowest."""
+        if documents > 0:
+            observed = seconds / documents
+            self.per_document = observed if not self.measured else max(observed, (self.per_document + observed) / 2)
+            self.measured = True
+
+
 @dataclass
 class Job:
     """One document's provider work, planned by the Odoo layer."""
 
     doc_id: int
     account_id: int
-    kind: str  # the provider document type (invoice, invoice_receipt, credit_note...)
+    kind: str  # the provider document type (invoice, invoice_receipt, credit_note, receipt...)
     data: object  # FiscalDocumentData (None when the remote document exists already)
     date: object  # document date: finalization order
-    mode: str = "finalize"
+    action: str = "issue"  # issue | cancel
+    mode: str = "finalize"  # finalize | draft | data_only
     remote_id: str | None = None
     remote_state: str | None = None
     number: str | None = None
     probe: bool = False  # a create may have reached the provider: look by reference first
     create_attempted: bool = False  # the create request was (about to be) sent
+    replace_draft: bool = False  # delete the draft (totals differed) and create it again
     expected_total: object = None
     tolerance: object = 0
     want_pdf: bool = False
     want_xml: bool = False
     email: tuple | None = None  # (address, subject, body)
     settle: bool = False
+    payment: object = None  # FiscalPayment: this job is a receipt for the original below
+    original_kind: str | None = None
+    original_remote_id: str | None = None
+    cancel_reason: str = ""  # may be a CancelReason (a str carrying the NFS-e motive code)
     # Results
     remote: object = None
     pdf: bytes | None = None
     xml: bytes | None = None
     emailed: bool = False
+    email_unknown: bool = False  # the e-mail request left, its answer did not come back
     settled: bool = False
+    registered: bool = False  # data only: the customer is at the provider
+    replaced: bool = False  # the wrong draft is gone
+    cancelled: bool = False  # the provider holds the document cancelled (or never held it)
     waiting: bool = False
+    unknown: str | None = None  # outcome unknown and not searchable: check at the provider
     error: Exception | None = None
     failed_stage: str | None = None
     trace: list = field(default_factory=list)
     calls: int = 0
 
+    def store(self, remote):
+        self.remote, self.remote_id, self.remote_state = remote, remote.remote_id, remote.state
+
+
+def outcome_unknown(error):
+    """A request left and no usable answer came back (timeout, reset, cut body, server error):
+    the provider may have done it. A 429 and a refused key say it did nothing."""
+    return isinstance(error, TransientError) and not isinstance(error, (RateLimitedError, NotReadyError))
+
+
+class _ThreadClients(threading.local):
+    """Each thread's clients, by account (a client's session is not shared between threads)."""
+
+    def __init__(self):
+        self.clients = {}
+
 
 class Pipeline:
-    """Runs planned jobs through the three stages with ``concurrency`` threads."""
+    """Runs planned jobs through the stages with ``concurrency`` threads."""
 
     def __init__(self, make_client, concurrency=8, limiters=None, checkpoint=None):
-        self.make_client = make_client  # account_id -> a new provider client (config only)
+        # account_id, ClientServices -> a new provider client (its class and config only)
+        self.make_client = make_client
         self.concurrency = max(1, int(concurrency))
         self.limiters = limiters or {}  # account_id -> TokenBucket
-        self.local = threading.local()
+        self.local = _ThreadClients()
         self.shared = defaultdict(dict)  # account_id -> cache shared by its clients (remote client ids)
         self.refused = {}  # account_id -> the AuthenticationError that stopped its jobs
-        # Called in the caller's thread as each job ends a stage, so that what the provider did
-        # is recorded at once: a crash mid-batch then only redoes the calls that were in flight.
+        # Called in the caller's thread as each job ends a stage, in completion order, so that
+        # what the provider did is recorded at once: a crash then only redoes calls in flight.
         self.checkpoint = checkpoint
         # An account's first contact is made by one job alone: a refused key costs one call.
         self.contact = threading.Condition()
@@ -136,27 +229,25 @@ class Pipeline:
 
     # -- clients: one per thread and account, each with its own pooled session ----------
     def _client(self, account_id):
-        clients = getattr(self.local, "clients", None)
-        if clients is None:
-            clients = self.local.clients = {}
+        clients = self.local.clients
         client = clients.get(account_id)
         if client is None:
-            client = self.make_client(account_id)
-            client.session = requests.Session()
+            session = requests.Session()
             adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4)
-            client.session.mount("http://", adapter)
-            client.session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             limiter = self.limiters.get(account_id)
-            if limiter is not None:
-                client.throttle = limiter.acquire
-                client.observe_rate = limiter.observe
-            if hasattr(client, "client_ids"):
-                client.client_ids = self.shared[account_id].setdefault("client_ids", {})
-            if hasattr(client, "pdf_max_polls"):
+            services = ClientServices(
+                session=session,
+                throttle=limiter.acquire if limiter is not None else None,
+                observe_rate=limiter.observe if limiter is not None else None,
+                shared=self.shared[account_id],
                 # A PDF still being rendered is asked again by run(), in rounds: no thread sleeps
                 # between two polls of one document while the others wait behind it.
-                self.pdf_polls[account_id] = (max(1, client.pdf_max_polls), client.pdf_poll_interval)
-                client.pdf_max_polls = 1
+                pdf_polls=1,
+            )
+            client = self.make_client(account_id, services)
+            self.pdf_polls[account_id] = (max(1, client.pdf_max_polls), client.pdf_poll_interval)
             clients[account_id] = client
         return client
 
@@ -181,15 +272,15 @@ class Pipeline:
 
     def _run(self, jobs, step, name):
         def guarded(job):
-            if job.error is not None or job.waiting:
-                return
+            if job.error is not None or job.waiting or job.unknown:
+                return job
             first, answered = self._first_contact(job.account_id), False
             try:
                 if job.account_id in self.refused:
                     # Credentials refused: the account's other documents are not even tried.
                     job.error, job.failed_stage = self.refused[job.account_id], name
                     answered = True
-                    return
+                    return job
                 client = self._client(job.account_id)
                 calls = client.calls
                 try:
@@ -208,17 +299,17 @@ class Pipeline:
             finally:
                 if first:
                     self._end_contact(job.account_id, answered)
+            return job
 
         if not jobs:
             return
         if self.pool is None or len(jobs) == 1:
             for job in jobs:
-                guarded(job)
-                self._checkpoint(job)
+                self._checkpoint(guarded(job))
             return
-        # map() yields in order as the jobs end: the checkpoints run here, never in a thread.
-        for job, _done in zip(jobs, self.pool.map(guarded, jobs), strict=True):
-            self._checkpoint(job)
+        # In completion order; the checkpoints run here, never in a thread.
+        for future in as_completed([self.pool.submit(guarded, job) for job in jobs]):
+            self._checkpoint(future.result())
 
     def _checkpoint(self, job):
         if self.checkpoint is not None:
@@ -235,22 +326,30 @@ class Pipeline:
                 self.pool = None
 
     def _stages(self, jobs):
-        final_on_create = [j for j in jobs if "draft" not in self._client(j.account_id).capabilities]
+        cancels = [j for j in jobs if j.action == "cancel"]
+        jobs = [j for j in jobs if j.action != "cancel"]
+        final_on_create = [
+            j for j in jobs if j.payment is not None or "draft" not in self._client(j.account_id).capabilities
+        ]
         drafts_first = [j for j in jobs if j not in final_on_create]
         # Stage 0: what documents refer to (the customer) is made to exist once per account and
         # customer, before documents race to create it twice.
         first = {}
         for job in jobs:
-            if job.data is not None and not job.remote_id:
-                party = getattr(job.data, "partner", None)
+            if job.data is not None and not job.remote_id and job.payment is None:
+                party = job.data.partner
                 first.setdefault((job.account_id, party.code if party else None), job)
         self._run(list(first.values()), lambda client, job: client.prepare(job.data), "prepare")
-        # Stage 1: documents that start as drafts (or async requests) are created in parallel.
-        self._run([j for j in drafts_first if not j.remote_id], self._create, "create")
+        # Stage 1: a wrong draft goes; documents that start as drafts (or async requests) are
+        # created in parallel; data only: the customer is all the provider gets.
+        self._run([j for j in jobs if j.replace_draft and j.remote_id], self._replace, "replace")
+        creates = [j for j in jobs if j.mode == "data_only" or (j in drafts_first and not j.remote_id)]
+        self._run(creates, self._create, "create")
         # Stage 2: final, date by date (series order); final-on-create providers create here.
         by_date = defaultdict(list)
         for job in jobs:
-            by_date[job.date].append(job)
+            if job.mode != "data_only":
+                by_date[job.date].append(job)
         for day in sorted(by_date, key=lambda d: (d is None, d)):
             self._run(by_date[day], self._finalize, "finalize")
         # Stage 3: follow-ups in parallel; PDFs not rendered yet (InvoiceXpress: 202) are asked
@@ -272,29 +371,78 @@ class Pipeline:
             self._run(later, self._follow_ups, "follow-ups")
         # Emails last, one checkpoint each: an email is the one step nobody can take back.
         self._run([j for j in jobs if j.email and not j.emailed], self._email, "email")
-        return jobs
+        # Stage 5: cancellations.
+        self._run(cancels, self._cancel, "cancel")
+        return jobs + cancels
 
     # -- steps (provider calls only) ---------------------------------------------
+    def _replace(self, client, job):
+        # A draft is not a legal document; deleting it is what the provider allows.
+        client.cancel(job.kind, job.remote_id, "")
+        job.replaced, job.remote, job.remote_id, job.remote_state, job.probe = True, None, None, None, False
+
     def _create(self, client, job):
-        client.prepare(job.data)
-        if job.probe and "find_by_reference" in client.capabilities:
-            found = client.find_by_reference(job.data)
+        if job.payment is not None:
+            # A receipt for one payment of the original invoice, found by the payment's reference.
+            return self._exactly_once(
+                client,
+                job,
+                "receipt",
+                "find_receipt" in client.capabilities,
+                lambda: client.find_receipt(job.payment.reference, job.original_remote_id),
+                lambda: client.register_payment(job.original_kind, job.original_remote_id, job.payment),
+            )
+        client.prepare(job.data)  # customer and items: idempotent, no fiscal document
+        if job.mode == "data_only":
+            job.registered = True
+            return None
+        return self._exactly_once(
+            client,
+            job,
+            "document",
+            "find_by_reference" in client.capabilities,
+            lambda: client.find_by_reference(job.data),
+            lambda: client.create(job.data),
+        )
+
+    def _still_accepted(self, job):
+        """Between two calls of one step: the account's key was refused meanwhile (another
+        thread), so no further call of this job."""
+        if job.account_id in self.refused:
+            raise self.refused[job.account_id]
+
+    def _exactly_once(self, client, job, what, searchable, find, send):
+        """Probe by our reference when an earlier request may have reached the provider, else
+        send; an outcome that is unknown and cannot be searched parks the job (``unknown``)."""
+        if job.probe:
+            if not searchable:
+                job.unknown = f"{client.label} may hold this {what} (an answer was lost) and cannot be searched."
+                return None
+            found = find()
             if found:
-                job.remote, job.remote_id, job.remote_state = found, found.remote_id, found.state
-                return
+                return job.store(found)
+        self._still_accepted(job)
         job.create_attempted = True
         try:
-            remote = client.create(job.data)
+            remote = send()
         except ProviderError as e:
-            remote = client.find_by_reference(job.data) if e.kind == "duplicate" else None
+            # "This reference exists already": our earlier attempt got through. Take it.
+            remote = find() if e.kind == "duplicate" and searchable else None
             if not remote:
+                if outcome_unknown(e) and not searchable:
+                    job.unknown = f"{client.label}: {e} The {what} may exist there and cannot be searched."
                 raise
-        job.remote, job.remote_id, job.remote_state = remote, remote.remote_id, remote.state
+        return job.store(remote)
 
     def _finalize(self, client, job):
-        if not job.remote_id:
-            self._create(client, job)  # final on creation (e.g. Vendus): in date order
-        if job.mode == "draft" or job.remote_state in ("final", "settled"):
+        if not job.remote_id or job.remote_state == "rejected":
+            if job.remote_state == "rejected":  # the provider said no to the last one: a new one
+                job.remote_id = job.remote_state = None
+                job.probe = False
+            self._create(client, job)  # final on creation (e.g. Vendus), receipts: in date order
+            if not job.remote_id:
+                return
+        if job.mode == "draft" or job.remote_state in ("final", "settled", "rejected"):
             return
         if (
             job.remote_state == "draft"
@@ -307,9 +455,11 @@ class Pipeline:
                     f"Totals differ: Odoo {job.expected_total}, {client.label} {job.remote.total}.",
                     details=[{"odoo": str(job.expected_total), "provider": str(job.remote.total)}],
                 )
-        remote = client.finalize(job.kind, job.remote_id)
-        job.remote, job.remote_state = remote, remote.state
-        if remote.state == "pending":
+        self._still_accepted(job)
+        # Also after a crash between finalize and our commit: the client treats "already
+        # finalized" as success. Asynchronous providers answer their status.
+        job.store(client.finalize(job.kind, job.remote_id))
+        if job.remote_state == "pending":
             job.waiting = True
 
     def _follow_ups(self, client, job):
@@ -325,10 +475,50 @@ class Pipeline:
     def _email(self, client, job):
         if job.mode == "draft" or job.remote_state not in ("final", "settled"):
             return
-        if job.email and not job.emailed:
+        if job.email and not job.emailed and not job.email_unknown:
             address, subject, body = job.email
             number = (job.remote.number if job.remote is not None else None) or job.number or ""
-            client.send_email(
-                job.kind, job.remote_id, address, subject.replace("{number}", number), body.replace("{number}", number)
-            )
+            try:
+                client.send_email(
+                    job.kind,
+                    job.remote_id,
+                    address,
+                    subject.replace("{number}", number),
+                    body.replace("{number}", number),
+                )
+            except ProviderError as e:
+                # Sent or not, nobody knows: never sent twice (the runner asks a person).
+                job.email_unknown = outcome_unknown(e)
+                raise
             job.emailed = True
+
+    def _cancel(self, client, job):
+        if not job.remote_id:
+            # An earlier create may have reached the provider: find it before anything else.
+            if "find_by_reference" not in client.capabilities:
+                job.unknown = f"{client.label} may hold this document and cannot be searched: cancel it there."
+                return
+            found = client.find_by_reference(job.data)
+            if not found:
+                job.cancelled = True  # nothing exists there: nothing to cancel
+                return
+            job.store(found)
+        if job.remote_state == "pending":
+            # An asynchronous authorization is running: only its result can be cancelled.
+            job.store(client.fetch_status(job.kind, job.remote_id))
+            if job.remote_state == "pending":
+                job.waiting = True
+                return
+        if job.remote_state in ("rejected", "canceled", "deleted"):
+            job.cancelled = True  # never legal, or cancelled already
+            return
+        if job.remote_state == "cancel_pending":
+            job.store(client.fetch_status(job.kind, job.remote_id))  # asynchronous cancellation
+        else:
+            job.store(client.cancel(job.kind, job.remote_id, job.cancel_reason))
+        if job.remote_state == "cancel_pending":
+            job.waiting = True
+        elif job.remote_state == "cancel_denied":
+            raise InvalidStateError(f"{client.label} refused the cancellation: {job.remote.message or '-'}")
+        else:
+            job.cancelled = True

@@ -55,7 +55,9 @@ class VendusProvider(FiscalProvider):
     # No "draft" (final on creation), no "email" (the API has no send-by-email call), no "async".
     # Published budget per account and minute (Rate-Limit-Limit in the docs example [?]).
     default_rate_limit = 100
-    capabilities = frozenset({"pdf", "credit_note", "receipt", "cancel", "find_by_reference", "product_sync"})
+    capabilities = frozenset(
+        {"pdf", "credit_note", "receipt", "find_receipt", "cancel", "find_by_reference", "product_sync"}
+    )
 
     # Our document kinds -> Vendus document types. "receipt" is what register_payment issues.
     document_types = {
@@ -125,8 +127,8 @@ class VendusProvider(FiscalProvider):
     find_per_page = 10
     find_max_pages = 3
 
-    def __init__(self, config, session=None):
-        super().__init__(config, session)
+    def __init__(self, config, session=None, services=None):
+        super().__init__(config, session, services)
         api_key = str(config.credentials.get("api_key") or "")
         # The Authorization header carries base64("key:"): mask that form too, should a service echo it.
         basic = base64.b64encode(f"{api_key}:".encode()).decode() if api_key else ""

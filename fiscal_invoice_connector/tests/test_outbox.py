@@ -2,9 +2,11 @@ from datetime import date
 
 import psycopg2
 
+from odoo import SUPERUSER_ID, api
 from odoo.tests import tagged
-from odoo.tools import mute_logger
+from odoo.tools import config, mute_logger
 
+from ..providers import get_provider_class
 from .common import FiscalTestCommon
 
 
@@ -252,3 +254,156 @@ class TestTotalsGuard(FiscalTestCommon):
         order = self.confirm(self.make_order(product=self.make_product(tax_13, code="REST2"), qty=1, price=100.0))
         self.run_queue()
         self.assertEqual(order.fiscal_document_id.state, "issued")
+
+
+class _UserMeanwhile:
+    """A user's request committed on its own cursor while a worker is in a provider call."""
+
+    def as_user(self, doc_ids, action):
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, self.env.uid, {})
+            action(env["fiscal.document"].browse(doc_ids))
+            cr.commit()
+
+    def on_first(self, provider_cls, method, callback):
+        """Run ``callback`` once, just before the first call of ``provider_cls.method`` (whatever
+        thread of the engine makes it)."""
+        real, done = getattr(provider_cls, method), []
+
+        def hooked(client, *args, **kwargs):
+            if not done:
+                done.append(True)
+                callback()
+            return real(client, *args, **kwargs)
+
+        self.patch(provider_cls, method, hooked)
+        return done
+
+
+@tagged("post_install", "-at_install")
+class TestEngineFencing(_UserMeanwhile, FiscalTestCommon):
+    def test_a_stale_write_is_dropped_and_a_current_one_applied(self):
+        doc_id = self.confirm(self.make_order()).fiscal_document_id.id
+        with self.enter_registry_test_mode(), self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            doc = env["fiscal.document"].browse(doc_id)
+            Lease = type(doc)._fenced.__globals__["_Lease"]
+            self.assertTrue(doc._claim())
+            token = doc.lease_token
+            self.assertTrue(token)
+
+            def force(sql, *params):
+                cr.execute(sql, [*params, doc_id])
+                doc.invalidate_recordset()
+
+            # Another worker took the document over (our lease ran out): our write is dropped.
+            force("UPDATE fiscal_document SET lease_token = 'other' WHERE id = %s")
+            lease = Lease(token, "to_send")
+            self.assertIsNone(doc._fenced(lease, doc.write, {"state": "issued", "number": "FT A/999"}))
+            self.assertTrue(lease.lost)
+            doc.invalidate_recordset()
+            self.assertEqual((doc.state, doc.number), ("to_send", False))
+            # Same token, but the state moved on meanwhile (a user, no worker holding it): dropped.
+            force("UPDATE fiscal_document SET lease_token = %s, state = 'dropped' WHERE id = %s", token)
+            doc._fenced(Lease(token, "to_send"), doc.write, {"state": "issued"})
+            doc.invalidate_recordset()
+            self.assertEqual(doc.state, "dropped")
+            # Ours and unchanged: applied, and the next compare-and-set expects what we wrote.
+            force("UPDATE fiscal_document SET state = 'to_send' WHERE id = %s")
+            lease = Lease(token, "to_send")
+            doc._fenced(lease, doc.write, {"state": "sending"})
+            doc.invalidate_recordset()
+            self.assertEqual((doc.state, lease.state, lease.lost), ("sending", "sending", False))
+            force("UPDATE fiscal_document SET state = 'to_send', lease_token = NULL WHERE id = %s")
+
+    def test_settle_and_cancel_committed_while_finalize_is_in_flight(self):
+        """(c) A payment and a cancellation committed by users while the worker finalizes a
+        batch: no write of the worker erases them, every document of the batch ends right."""
+        self.account.issue_receipts = False
+        # One at a time (the same engine, no threads): the users' cursors share the test's lock.
+        self.env["ir.config_parameter"].sudo().set_param("fiscal_invoice_connector.concurrency", "1")
+        docs = self.env["fiscal.document"]
+        for _ in range(3):
+            docs |= self.confirm(self.make_order(qty=1, price=100.0)).fiscal_document_id
+        paid, cancelled, plain = docs.sorted("id")
+        provider = get_provider_class(self.provider)
+
+        def users_act():
+            self.as_user(paid.ids, lambda d: d._request_settle())
+            self.as_user(cancelled.ids, lambda d: d.action_request_cancel("Cliente desistiu"))
+
+        called = self.on_first(provider, "finalize", users_act)
+        self.run_queue()
+        self.assertTrue(called)
+        self.env.invalidate_all()
+        self.assertEqual(plain.state, "issued", plain.last_error)
+        self.assertTrue(cancelled.cancel_requested, "the request survived the worker's writes")
+        for _ in range(4):
+            if cancelled.state == "cancelled" and paid.settle_state == "done":
+                break
+            self.make_due(docs.filtered(lambda d: d.state not in ("cancelled", "dropped")))
+            self.run_queue()
+        self.assertEqual((paid.state, paid.settle_state), ("issued", "done"), paid.last_error)
+        self.assertEqual([d["status"] for d in self.sim_docs_for(paid)], ["settled"])
+        self.assertEqual(cancelled.state, "cancelled", cancelled.last_error)
+        self.assertEqual(self.remote_statuses(cancelled), ["canceled"])
+        self.assertEqual((plain.state, self.remote_statuses(plain)), ("issued", ["final"]))
+        self.assertFalse(docs.filtered("last_error"), docs.mapped("last_error"))
+
+    def test_cancel_requested_during_a_failing_create_cancels_and_never_reissues(self):
+        """After error, a cancellation requested while the worker held the document is carried
+        out; Retry then cancels, it does not issue."""
+        doc = self.confirm(self.make_order()).fiscal_document_id
+        self.sim.inject(422, path_contains="/invoices.json", method="POST")
+        self.on_first(
+            get_provider_class(self.provider),
+            "create",
+            lambda: self.as_user(doc.ids, lambda d: d.action_request_cancel("Pedido anulado")),
+        )
+        self.run_queue()
+        self.assertEqual(self.run_until(doc, ("cancelled", "dropped")), "cancelled", doc.last_error)
+        self.assertFalse(self.final_at_provider(doc), "never issued")
+
+    def test_a_run_takes_only_what_fits_in_its_time_budget_then_triggers_itself(self):
+        self.env["ir.config_parameter"].sudo().set_param("fiscal_invoice_connector.concurrency", "1")
+        docs = self.env["fiscal.document"]
+        for _ in range(6):
+            docs |= self.confirm(self.make_order(qty=1, price=100.0)).fiscal_document_id
+        self.sim.latency = 0.25  # each document: several requests, more than a second
+        self.addCleanup(setattr, self.sim, "latency", 0.0)
+        for key, value in (("limit_time_real_cron", 3), ("limit_time_real", 60)):
+            self.addCleanup(config.__setitem__, key, config.get(key))
+            config[key] = value
+        Trigger = self.env["ir.cron.trigger"].sudo()
+        cron = self.env.ref("fiscal_invoice_connector.ir_cron_process_fiscal_documents")
+        Trigger.search([("cron_id", "=", cron.id)]).unlink()
+        self.run_queue()
+        issued = docs.filtered(lambda d: d.state == "issued")
+        self.assertTrue(issued, "a run always takes some work")
+        self.assertLess(len(issued), len(docs), "a 1.5 s budget does not take six documents of a second each")
+        self.assertTrue(Trigger.search([("cron_id", "=", cron.id)]), "the rest is left to a new run, triggered")
+        for _ in range(6):
+            if all(d.state == "issued" for d in docs):
+                break
+            self.run_queue()
+        self.assertEqual(set(docs.mapped("state")), {"issued"})
+        self.assertTrue(all(len(self.final_at_provider(d)) == 1 for d in docs))
+
+
+@tagged("post_install", "-at_install")
+class TestEngineEnotas(_UserMeanwhile, FiscalTestCommon):
+    provider = "enotas"
+
+    def test_cancel_requested_during_create_ends_cancelled(self):
+        """(d) The user cancels while the note is being created: it ends cancelled at the
+        provider and in Odoo, never issued."""
+        doc = self.confirm(self.make_order(qty=1)).fiscal_document_id
+        self.on_first(
+            get_provider_class(self.provider),
+            "create",
+            lambda: self.as_user(doc.ids, lambda d: d.action_request_cancel("Serviço não prestado")),
+        )
+        self.run_queue()
+        self.assertEqual(self.run_until(doc, ("cancelled",), runs=10), "cancelled", doc.last_error)
+        self.assertEqual(self.remote_statuses(doc), ["canceled"])
+        self.assertIn("cancelled at the provider", self.chatter_text(doc.sale_order_id))
