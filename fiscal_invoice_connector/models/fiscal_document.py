@@ -1132,6 +1132,10 @@ class FiscalDocument(models.Model):
     # ------------------------------------------------------------------ user actions
     def action_retry(self):
         """Send again after the user fixed the data (or after a failure)."""
+        if not self.env.su:  # users: checked on the source, then done as superuser (no user writes the outbox)
+            self._check_user_action()
+            self.sudo().action_retry()
+            return True
         for doc in self:
             if doc.state not in ("error", "failed") and not (doc.state == "issued" and doc.last_error):
                 raise UserError(self.env._("Only documents that need attention or failed can be retried."))
@@ -1155,6 +1159,7 @@ class FiscalDocument(models.Model):
 
     def action_open_pdf(self):
         self.ensure_one()
+        self.check_access("read")
         if not self.pdf_attachment_id:
             raise UserError(self.env._("The PDF has not been received yet."))
         return {
@@ -1164,6 +1169,10 @@ class FiscalDocument(models.Model):
         }
 
     def action_request_cancel(self, reason):
+        if not self.env.su:
+            self._check_user_action("write")
+            self.sudo().action_request_cancel(reason)
+            return True
         for doc in self:
             if doc.state in DEAD_STATES:
                 continue
@@ -1189,6 +1198,7 @@ class FiscalDocument(models.Model):
 
     def action_process_now(self):
         """Run the queue now (the same path as the cron: nothing runs in this transaction)."""
+        self._check_user_action()
         self._trigger_processing()
         return {
             "type": "ir.actions.client",

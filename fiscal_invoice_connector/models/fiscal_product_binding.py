@@ -34,6 +34,7 @@ class FiscalProviderAccount(models.Model):
     def action_sync_products(self):
         """Create or update, at the provider, every saleable product with a SKU (matched by it)."""
         self.ensure_one()
+        self.check_access("write")  # managers: it changes the provider's catalogue
         if "product_sync" not in self._capabilities():
             raise UserError(self.env._("%s keeps no product catalogue to sync.", self.name))
         products = self.env["product.product"].search(

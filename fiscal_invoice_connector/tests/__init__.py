@@ -9,6 +9,7 @@ from . import (
     test_policies_window,
     test_reconciliation,
     test_routing,
+    test_rpc_permissions,
     test_security,
     test_tour,
     test_ui,
