@@ -347,3 +347,42 @@ class TestRpcPermissions(FiscalTestCommon, HttpCase):
             self.assertRefused(user, "fiscal.document", "action_process_now", [])
         self.env.invalidate_all()
         self.assertEqual(self.own_doc.state, "to_send")
+
+    def test_every_button_answers_what_xmlrpc_can_carry(self):
+        """Each action a user or a manager calls over RPC returns True or an action (never None)."""
+        self.run_queue()
+        self.env.invalidate_all()
+        self.assertEqual(self.admin_doc.state, "issued", self.admin_doc.last_error)
+        account = [self.account.id]
+        for method in ("action_test_connection", "action_view_documents"):
+            self.assertIsInstance(self.rpc(self.manager, "fiscal.provider.account", method, account), dict, method)
+        self.assertIs(self.rpc(self.manager, "fiscal.provider.account", "action_resume", account), True)
+        today = str(self.admin_doc.create_date.date())
+        rec = self.rpc(
+            self.billing,
+            "fiscal.reconciliation",
+            "create",
+            {"account_id": self.account.id, "date_from": today, "date_to": today},
+        )
+        self.assertEqual(
+            self.rpc(self.billing, "fiscal.reconciliation", "action_compare", [rec])["res_model"],
+            "fiscal.reconciliation.line",
+        )
+        self.assertRefused(self.billing, "fiscal.backfill.wizard", "create", {"account_id": self.account.id})
+        # A past sale without document (manual policy) for the manager's backfill.
+        self.account.trigger = "manual"
+        past = self.confirm(self.make_order())
+        backfill = self.rpc(self.manager, "fiscal.backfill.wizard", "create", {"account_id": self.account.id})
+        action = self.rpc(self.manager, "fiscal.backfill.wizard", "action_enqueue", [backfill])
+        self.assertEqual(action["res_model"], "fiscal.document")
+        self.env.invalidate_all()
+        self.assertTrue(past.fiscal_document_id)
+        wizard = self.rpc(
+            self.billing,
+            "fiscal.cancel.wizard",
+            "create",
+            {"document_ids": [(6, 0, self.admin_doc.ids)], "reason": "Erro no NIF"},
+        )
+        self.assertIsInstance(self.rpc(self.billing, "fiscal.cancel.wizard", "action_cancel", [wizard]), dict)
+        self.env.invalidate_all()
+        self.assertEqual(self.admin_doc.state, "to_cancel", "a billing user cancels an issued invoice")
