@@ -5,6 +5,7 @@ from . import (
     fiscal_product_binding,
     fiscal_document,
     fiscal_document_attempt,
+    fiscal_document_access,
     fiscal_mapping,
     fiscal_source_mixin,
     fiscal_nfse_reform_mixin,

@@ -1264,6 +1264,10 @@ class FiscalDocument(models.Model):
     def action_retry(self):
         """Send again after the user fixed the data (or after a failure, or after checking at
         the provider)."""
+        if not self.env.su:  # users: checked on the source, then done as superuser (no user writes the outbox)
+            self._check_user_action()
+            self.sudo().action_retry()
+            return True
         now = fields.Datetime.now()
         for doc in self:
             retryable = doc.state in ("error", "failed", "check")
@@ -1295,6 +1299,7 @@ class FiscalDocument(models.Model):
 
     def action_open_pdf(self):
         self.ensure_one()
+        self.check_access("read")
         if not self.pdf_attachment_id:
             raise UserError(self.env._("The PDF has not been received yet."))
         return {
@@ -1304,6 +1309,10 @@ class FiscalDocument(models.Model):
         }
 
     def action_request_cancel(self, reason):
+        if not self.env.su:
+            self._check_user_action("write")
+            self.sudo().action_request_cancel(reason)
+            return True
         now = fields.Datetime.now()
         for doc in self:
             if doc.state in DEAD_STATES:
@@ -1336,6 +1345,7 @@ class FiscalDocument(models.Model):
 
     def action_process_now(self):
         """Run the queue now (the same path as the cron: nothing runs in this transaction)."""
+        self._check_user_action()
         self._trigger_processing()
         return {
             "type": "ir.actions.client",

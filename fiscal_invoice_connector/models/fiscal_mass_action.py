@@ -29,6 +29,8 @@ class FiscalMassAction(models.AbstractModel):
             "retry": (self._retry, self.env._("Retry fiscal documents")),
             "cancel": (self._cancel, self.env._("Cancel fiscal documents")),
         }[operation]
+        # Records the user cannot read are refused as a whole (selected by hand over RPC, not in a list).
+        records.check_access("read")
         done, failed = 0, {}  # reason -> names of the records it stopped
         for record in records:
             try:

@@ -1,7 +1,7 @@
 import secrets
 
 from odoo import api, fields, models
-from odoo.exceptions import UserError
+from odoo.exceptions import AccessError, UserError
 
 from ..providers import FiscalProduct, ProviderConfig, ProviderError
 from ..providers.base import Redactor
@@ -87,6 +87,7 @@ class FiscalProviderAccount(models.Model):
     webhook_url = fields.Char(
         compute="_compute_webhook_url",
         groups="fiscal_invoice_connector.group_fiscal_manager",
+        exportable=False,  # holds the webhook secret
         help="Give this address to the provider (eNotas: Gateway panel > Webhooks).",
     )
     # Provider-specific settings that are not secrets.
@@ -263,6 +264,16 @@ class FiscalProviderAccount(models.Model):
             vals = dict(vals, policy_start=fields.Datetime.now())
         return super().write(vals)
 
+    def _export_rows(self, fields, *, _is_toplevel_call=True):
+        # Odoo's export dialog hides non-exportable fields, but export_data (RPC, /web/export/*
+        # with hand-written field names, or through a relation such as account_id/api_key) does
+        # not check them: secrets are never exported, not even by a manager.
+        names = {path[0].split(".")[0] for path in fields if path}
+        secret = {name for name in names if name in self._fields and not self._fields[name].exportable}
+        if secret:
+            raise AccessError(self.env._("These fields are never exported: %s.", ", ".join(sorted(secret))))
+        return super()._export_rows(fields, _is_toplevel_call=_is_toplevel_call)
+
     @api.constrains("max_attempts")
     def _check_max_attempts(self):
         for account in self:
@@ -352,6 +363,7 @@ class FiscalProviderAccount(models.Model):
     # ------------------------------------------------------------------ actions
     def action_test_connection(self):
         self.ensure_one()
+        self.check_access("write")  # managers: it uses the credentials
         try:
             message = self._get_client().test_connection()
             kind = "success"
@@ -370,6 +382,7 @@ class FiscalProviderAccount(models.Model):
             account.write({"state": "active", "paused_reason": False})
             account.message_post(body=self.env._("Queue resumed: waiting documents will be sent again."))
         self.env["fiscal.document"]._trigger_processing()
+        return True
 
     def _pause(self, reason):
         """Stop the queue of this account with one clear message (authentication failures)."""
@@ -393,6 +406,7 @@ class FiscalProviderAccount(models.Model):
     def action_sync_products(self):
         """Create or update, at the provider, every saleable product with a SKU (matched by it)."""
         self.ensure_one()
+        self.check_access("write")  # managers: it changes the provider's catalogue
         if "product_sync" not in self._capabilities():
             raise UserError(self.env._("%s keeps no product catalogue to sync.", self.name))
         products = self.env["product.product"].search(

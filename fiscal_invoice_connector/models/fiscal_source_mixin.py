@@ -1,4 +1,5 @@
 from odoo import fields, models
+from odoo.exceptions import AccessError, UserError
 
 from .fiscal_document import DEAD_STATES, STATES
 
@@ -85,8 +86,19 @@ class FiscalSourceMixin(models.AbstractModel):
         raise NotImplementedError
 
     # -- actions -----------------------------------------------------------------
+    # Users never write fiscal documents: each button checks the user's access to this record
+    # (and the fiscal user group for what changes something), the document's own methods do the rest.
+    def _check_fiscal_action(self, act=True):
+        self.check_access("read")
+        self.env["fiscal.document"].check_access("read")
+        if act and not self.env.su and not self.env.user.has_group("fiscal_invoice_connector.group_fiscal_user"):
+            raise AccessError(
+                self.env._("You are not allowed to act on fiscal documents: ask for the Fiscal connector user group.")
+            )
+
     def action_issue_fiscal_now(self):
         self.ensure_one()
+        self._check_fiscal_action()
         return {
             "type": "ir.actions.act_window",
             "name": self.env._("Issue fiscal document now"),
@@ -99,11 +111,13 @@ class FiscalSourceMixin(models.AbstractModel):
     def action_view_fiscal_documents(self):
         """This record's own fiscal document."""
         self.ensure_one()
+        self._check_fiscal_action(act=False)
         return self._fiscal_documents_action(self.fiscal_document_id)
 
     def action_view_fiscal_related_documents(self):
         """The receipts and credit notes beside it (and an order's other documents)."""
         self.ensure_one()
+        self._check_fiscal_action(act=False)
         return self._fiscal_documents_action(self.fiscal_related_document_ids)
 
     def _fiscal_documents_action(self, docs):
@@ -116,8 +130,15 @@ class FiscalSourceMixin(models.AbstractModel):
 
     def action_open_fiscal_pdf(self):
         self.ensure_one()
+        self._check_fiscal_action(act=False)
+        if not self.fiscal_document_id:
+            raise UserError(self.env._("%s has no fiscal document.", self.display_name))
         return self.fiscal_document_id.action_open_pdf()
 
     def action_retry_fiscal(self):
-        self.fiscal_document_id.action_retry()
+        self._check_fiscal_action()
+        for record in self:
+            if not record.fiscal_document_id:
+                raise UserError(self.env._("%s has no fiscal document to retry.", record.display_name))
+        self.mapped("fiscal_document_id").action_retry()
         return True

@@ -10,6 +10,7 @@ from . import (
     test_provider_plugin,
     test_reconciliation,
     test_routing,
+    test_rpc_permissions,
     test_security,
     test_tour,
     test_ui,

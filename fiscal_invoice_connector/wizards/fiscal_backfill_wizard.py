@@ -88,6 +88,8 @@ class FiscalBackfillWizard(models.TransientModel):
 
     def action_enqueue(self):
         self.ensure_one()
+        # Managers only (they configure the account); the sales are searched with the user's rights.
+        self.account_id.check_access("write")
         if self.per_minute < 1:
             raise UserError(self.env._("Documents per minute must be at least 1."))
         records, documented = self._candidates()

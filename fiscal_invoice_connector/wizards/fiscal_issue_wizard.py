@@ -38,6 +38,8 @@ class FiscalIssueWizard(models.TransientModel):
     def _compute_defaults(self):
         for wizard in self:
             record = wizard._record() if wizard.res_model and wizard.res_id else None
+            if record:  # computed as superuser (stored field): the check is the user's
+                record.with_env(self.env(su=False)).check_access("read")
             wizard.company_id = record.company_id if record else self.env.company
             if record is not None and not wizard.account_id:
                 wizard.account_id = record.fiscal_account_id
@@ -53,6 +55,17 @@ class FiscalIssueWizard(models.TransientModel):
         record = self._record()
         if not record:
             raise UserError(self.env._("The record no longer exists."))
+        # The user's own rights on the sale; the document itself is queued as superuser.
+        record._check_fiscal_action()
+        self.account_id.check_access("read")
+        if self.account_id.company_id != record.company_id:
+            raise UserError(
+                self.env._(
+                    "The fiscal account %(account)s belongs to another company than %(record)s.",
+                    account=self.account_id.name,
+                    record=record.display_name,
+                )
+            )
         if self.due_date and self.due_date < self.invoice_date:
             raise UserError(self.env._("The due date cannot be before the invoice date."))
         if record._name == "sale.order" and record.state != "sale":

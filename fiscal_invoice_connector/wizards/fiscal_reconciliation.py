@@ -51,6 +51,9 @@ class FiscalReconciliation(models.TransientModel):
 
     def action_compare(self):
         self.ensure_one()
+        # Accountants and connector managers only (ir.model.access.csv): every document of the
+        # account, the provider's too. Odoo's documents are searched with the user's own rights.
+        self.account_id.check_access("read")
         if self.date_to < self.date_from:
             raise UserError(self.env._("The period ends before it starts."))
         client = self.account_id._get_client()

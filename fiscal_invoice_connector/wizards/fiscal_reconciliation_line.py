@@ -10,9 +10,9 @@ class FiscalReconciliationLine(models.TransientModel):
 
     reconciliation_id = fields.Many2one("fiscal.reconciliation", required=True, ondelete="cascade")
     document_id = fields.Many2one("fiscal.document", "Odoo fiscal document")
-    move_id = fields.Many2one(related="document_id.move_id", string="Invoice")
-    sale_order_id = fields.Many2one(related="document_id.sale_order_id")
-    partner_id = fields.Many2one(related="document_id.partner_id")
+    move_id = fields.Many2one(related="document_id.move_id", string="Invoice", compute_sudo=False)
+    sale_order_id = fields.Many2one(related="document_id.sale_order_id", compute_sudo=False)
+    partner_id = fields.Many2one(related="document_id.partner_id", compute_sudo=False)
     kind = fields.Char()
     odoo_number = fields.Char("Number in Odoo")
     remote_number = fields.Char("Number at the provider")
