@@ -7,6 +7,7 @@ from . import (
     test_outbox,
     test_policies,
     test_policies_window,
+    test_portugal,
     test_reconciliation,
     test_routing,
     test_security,
