@@ -121,12 +121,17 @@ class PortugalRulesMixin:
 
     # -- item 1: dates ----------------------------------------------------------------------
     def test_dated_the_company_day_with_the_sale_date_as_supply_date(self):
-        """At 23:30 UTC on 1 July it is already 2 July in Lisbon: the document says 2 July. An order of
-        three days before is issued today, and says when the sale took place."""
+        """At 23:30 UTC on 1 July it is already 2 July in Lisbon: the document says 2 July. An invoice
+        dated three days before (issued late) is issued today, and says when the sale took place."""
         self.company.partner_id.tz = "Europe/Lisbon"
+        self.account.trigger = "invoice_post"
         with freeze_time("2026-07-01 23:30:00"):
-            order = self.order_of([(1, 10.0, 0, self.tax_23)], date_order=datetime(2026, 6, 28, 10, 0))
-            doc = self.issue(order)
+            order = self.confirm(self.order_of([(1, 10.0, 0, self.tax_23)]))
+            invoice = order._create_invoices()
+            invoice.invoice_date = "2026-06-28"
+            invoice.action_post()
+            self.run_queue()
+            doc = invoice._fiscal_documents()
             self.assertEqual(doc.state, "issued", doc.last_error)
             (final,) = self.final_at_provider(doc)
             self.assert_dates(final, "2026-07-02", "2026-06-28")
@@ -156,10 +161,14 @@ class TestPortugalInvoiceXpress(PortugalRulesMixin, FiscalTestCommon):
         self.assertEqual(final["items"][0]["discount"], 5.0, "the discount stays visible")
 
     def test_vat_per_rate_is_odoo_s_with_vat_inclusive_prices(self):
-        """Two VAT-inclusive lines at 4.95 €: Odoo's VAT is 0.93 each, InvoiceXpress's per line on 4.02 is
-        0.92. A cent of base moves between them: base, VAT and total of the rate are Odoo's."""
-        order = self.order_of([(1, 4.95, 0, self.tax_23_incl), (1, 4.95, 0, self.tax_23_incl)])
-        self.assertEqual(_cents(order.amount_total), Decimal("9.90"))
+        """VAT-inclusive 4.95 € and 10.00 €: Odoo's VAT is 0.93 + 1.87 = 2.80, InvoiceXpress's per line on
+        4.02 and 8.13 is 0.92 + 1.87 = 2.79. A cent of base moves between the lines (4.03 and 8.12): the
+        rate's base, its VAT and the total are Odoo's."""
+        order = self.order_of([(1, 4.95, 0, self.tax_23_incl), (1, 10.00, 0, self.tax_23_incl)])
+        self.assertEqual(_cents(order.amount_tax), Decimal("2.80"))
+        self.assertEqual(
+            _cents(Decimal("4.02") * Decimal("0.23")) + _cents(Decimal("8.13") * Decimal("0.23")), Decimal("2.79")
+        )
         doc = self.issue(order)
         final = self.assert_issued_to_the_cent(order, doc)
         self.assertEqual(_cents(final["taxes"]), _cents(order.amount_tax))

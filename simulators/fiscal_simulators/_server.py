@@ -619,3 +619,11 @@ def json_decimal(value):
     except InvalidOperation:
         return None
     return number if number.is_finite() else None
+
+
+def pt_today():
+    """Today in Portugal (mainland): what the Portuguese services call "today" for a document date."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.now(ZoneInfo("Europe/Lisbon")).date()

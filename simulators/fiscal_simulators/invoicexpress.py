@@ -38,6 +38,7 @@ from ._server import (
     build_pdf,
     json_decimal,
     positive_int,
+    pt_today,
     saft_chain_hash,
     saft_printed_hash,
     serve_until_signal,
@@ -259,7 +260,7 @@ class InvoiceXpressSimulator(SimulatorServer):
                 errors.append("Due date must have the following format dd/mm/yyyy")
         if doc_date and due_date and due_date < doc_date:
             errors.append("Due date must be later than date")
-        if doc_date and doc_date > date_cls.today():
+        if doc_date and doc_date > pt_today():
             errors.append("Date can't be in the future")  # [?] wording; art. 36 CIVA
 
         client = data.get("client")
@@ -571,7 +572,7 @@ class InvoiceXpressSimulator(SimulatorServer):
         if sequence["last_date"] and doc["_date"] < sequence["last_date"]:
             # AT rule: inside a series, documents are chronological.
             raise self._errors(422, "Date cannot be earlier than the last document of this sequence")
-        if doc["_date"] > date_cls.today():
+        if doc["_date"] > pt_today():
             raise self._errors(422, "Date can't be in the future")
         if doc["_type"] == "simplified_invoices":
             # Art. 40 CIVA: 1000 EUR to a final consumer (no fiscal id), 100 EUR otherwise. [?] enforcement.

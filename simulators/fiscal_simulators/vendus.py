@@ -57,6 +57,7 @@ from ._server import (
     build_pdf,
     json_decimal,
     positive_int,
+    pt_today,
     saft_chain_hash,
     saft_printed_hash,
     serve_until_signal,
@@ -668,7 +669,7 @@ class VendusSimulator(SimulatorServer):
             date_supply = _parse_date(data.get("date_supply"))
             if date_supply is None:
                 errors.append("Data de fornecimento inválida (AAAA-MM-DD)")
-        if doc_date > date_cls.today():
+        if doc_date > pt_today():
             # [?] wording; a fiscal document cannot be dated in the future (art. 36 CIVA, DL 28/2019).
             errors.append(f"A data do documento ({doc_date.isoformat()}) não pode ser posterior à data atual")
         if doc_type in INVOICE_TYPES:
