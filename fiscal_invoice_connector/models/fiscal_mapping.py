@@ -116,7 +116,9 @@ class FiscalMapping(models.AbstractModel):
             notes=None,
             related_remote_id=related.remote_id or None,
             related_number=related.number or None,
-            reason=doc.cancel_reason or None,
+            reason=self._pt_credit_reason(doc)
+            if portuguese and doc.kind == "credit_note"
+            else doc.cancel_reason or None,
             expected_total=_d(record.amount_total, record.currency_id.decimal_places),
             send_email=doc.send_email,
             service=self._service(doc, record),
@@ -153,6 +155,10 @@ class FiscalMapping(models.AbstractModel):
     @api.model
     def _check_pt_document(self, doc, record):
         """What Portuguese law and the services refuse, checked before anything is sent."""
+        if doc.invoice_date:
+            problem = self._pt_date_problem(doc.account_id, doc.document_type, doc.invoice_date, exclude=doc)
+            if problem:
+                raise UserError(problem)
         self._check_pt_tax_id(record.partner_id.commercial_partner_id)
         self._apply_simplified_invoice_limit(doc, record)
         if doc.kind != "credit_note" and record.currency_id.is_zero(record.amount_total):
@@ -288,6 +294,78 @@ class FiscalMapping(models.AbstractModel):
         )
 
     @api.model
+    def _pt_date_problem(self, account, document_type, date, exclude=None):
+        """Why ``date`` cannot date a new document of this type at this account, or None: never in
+        the future (the company's day), never before the last document issued in the series (a series
+        is chronological, DL 28/2019 art. 9 and the services refuse it). The last date is the chosen
+        date of an issued document, else the day it was last written (never earlier than the day it was
+        issued: strict rather than lenient)."""
+        company = account.company_id
+        today = self._company_today(company)
+        if date > today:
+            return self.env._(
+                "%(date)s is in the future: a fiscal document is dated the day it is issued (%(today)s) at the "
+                "latest. Choose today's date.",
+                date=date,
+                today=today,
+            )
+        issued = (
+            self.env["fiscal.document"]
+            .sudo()
+            .search(
+                [
+                    ("account_id", "=", account.id),
+                    ("document_type", "=", document_type),
+                    ("state", "in", ("issued", "cancelled")),
+                    ("number", "!=", False),
+                    ("id", "not in", exclude.ids if exclude else []),
+                ],
+                order="write_date desc",
+                limit=200,
+            )
+        )
+        dates = [d.invoice_date or self._company_date(company, d.write_date) for d in issued]
+        last = max(dates, default=None)
+        if last and date < last:
+            return self.env._(
+                "%(date)s is before the last document of this series at %(account)s (%(last)s): a series is "
+                "chronological, and the service refuses an earlier date. Date it %(last)s or later (today is "
+                "%(today)s); the sale's own date is stated as its date of supply.",
+                date=date,
+                account=account.display_name,
+                last=last,
+                today=today,
+            )
+        return None
+
+    @api.model
+    def _pt_credit_reason(self, doc):
+        """The reason of a credit note (art. 29(1)(c) CIVA, printed on it): what was typed in Odoo's
+        reversal wizard, kept in the credit note's reference ("Reversal of: INV/1, <reason>"), or the
+        reference typed on it. No placeholder: without one, the note is refused with what to do."""
+        refund = doc.move_id
+        reference = (refund.ref or "").strip()
+        origin = refund.reversed_entry_id
+        bare = {"", refund.name or ""}
+        if origin:
+            bare |= {
+                self.with_context(lang=lang).env._("Reversal of: %s", origin.name)
+                for lang in {refund.partner_id.lang, self.env.lang, "en_US"}
+                if lang
+            }
+        if reference in bare:
+            raise UserError(
+                self.env._(
+                    "Credit note %(refund)s has no reason, and a Portuguese credit note states why it corrects "
+                    "%(origin)s: type it as the credit note's Reference (the reversal wizard's “Reason”), then "
+                    "retry.",
+                    refund=refund.name,
+                    origin=origin.name or doc.related_document_id.number or "",
+                )
+            )
+        return reference
+
+    @api.model
     def _check_pt_tax_id(self, partner):
         """Only an empty NIF on a private person makes a final consumer. An invalid NIF on a company, or
         on a Portuguese partner, is refused: the document would name nobody the AT can match."""
@@ -346,50 +424,29 @@ class FiscalMapping(models.AbstractModel):
     @api.model
     def _lines_from_move(self, move):
         rows = self._move_rows(move)
-        return self._lines(rows, [(ln.price_unit, ln.quantity) for ln in rows], move)
+        return self._lines([move._prepare_product_base_line_for_taxes_computation(row) for row in rows], move)
 
     @api.model
     def _lines_from_order(self, order):
         rows = self._order_rows(order)
-        return self._lines(rows, [(ln.price_unit, ln.product_uom_qty) for ln in rows], order)
+        return self._lines([row._prepare_base_line_for_taxes_computation() for row in rows], order)
 
     @api.model
-    def _lines(self, rows, figures, record):
-        """The document lines, with Odoo's own amounts from its tax engine (the base-lines API):
-        each line's tax-excluded and VAT-inclusive totals as the books have them, whatever the
-        company's rounding method (per line, or globally with the delta spread over the lines).
-        Negative lines (Odoo's global discount, a down-payment deduction) are dispatched onto the
-        positive lines of the same taxes, as Odoo does for e-invoices; one that cannot be (no
+    def _lines(self, base_lines, record):
+        """The document lines, with Odoo's own amounts from its tax engine (the base lines Odoo itself
+        computes the record with): each line's tax-excluded and VAT-inclusive totals as the books have
+        them, whatever the company's rounding method (per line, or globally with the delta spread over
+        the lines). Negative lines (Odoo's global discount, a down-payment deduction) are dispatched
+        onto the positive lines of the same taxes, as Odoo does for e-invoices; one that cannot be (no
         positive line with its taxes) is refused with what to do."""
         AccountTax = self.env["account.tax"]
         company = record.company_id
         currency = record.currency_id
-        for row in rows:
-            self._check_taxes(row)
-        base_lines = []
-        for row, (price_unit, quantity) in zip(rows, figures, strict=True):
-            if quantity < 0 and price_unit < 0:
-                # (-2) x (-5.00) is a positive line written upside down: the same line, positive.
-                quantity, price_unit = -quantity, -price_unit
-            base_lines.append(
-                AccountTax._prepare_base_line_for_taxes_computation(
-                    row,
-                    price_unit=price_unit,
-                    quantity=quantity,
-                    discount=row.discount,
-                    tax_ids=row.tax_ids,
-                    currency_id=currency,
-                    product_id=row.product_id,
-                    partner_id=record.partner_id,
-                    rate=1.0,
-                    sign=1,
-                    special_type=False,
-                    name=row.name,
-                )
-            )
+        for base_line in base_lines:
+            self._check_taxes(base_line["record"])
         AccountTax._add_tax_details_in_base_lines(base_lines, company)
         AccountTax._round_base_lines_tax_details(base_lines, company)
-        negative = [bl for bl in base_lines if bl["quantity"] < 0 or bl["price_unit"] < 0]
+        negative = [bl for bl in base_lines if bl["tax_details"]["raw_total_excluded_currency"] < 0]
         if negative:
             for base_line in negative:
                 base_line["special_type"] = "global_discount"
@@ -439,6 +496,9 @@ class FiscalMapping(models.AbstractModel):
         quantity = _d(base_line["quantity"], 6)
         discount = _d(base_line["discount"], 4)
         price = _d(base_line["price_unit"], UNIT_PRICE_DIGITS)
+        if quantity < 0 and price < 0:
+            # (-2) x (-5.00) is a positive line written upside down: the same line, positive.
+            quantity, price = -quantity, -price
         if tax.price_include:
             price = _cents(price / (1 + rate / 100), UNIT_PRICE_DIGITS)
         found = ix_price(quantity, discount, subtotal, hint=price)

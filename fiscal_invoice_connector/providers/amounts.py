@@ -68,7 +68,10 @@ def ix_price(quantity, discount, subtotal, hint=None):
         return None
     if discount >= 100:
         # The line is worth nothing whatever the price: keep Odoo's (positive) price, shown fully discounted.
-        return (Decimal(hint or 0), discount) if subtotal == 0 else None
+        if subtotal:
+            return None
+        price = Decimal(hint or 0)
+        return (_shortest_price(quantity, half_up(quantity * price), price) or price), discount
     if discount:
         if hint is not None:
             hinted = _shortest_price(quantity, half_up(quantity * Decimal(hint)), hint)

@@ -311,6 +311,8 @@ class InvoiceXpressProvider(FiscalProvider):
         bases = [Decimal(base) for base in bases]
         groups = {}
         for index, line in enumerate(doc.lines):
+            if Decimal(getattr(line, "odoo_discount", line.discount) or 0) >= 100:
+                continue  # worth nothing whatever happens: never given a cent
             groups.setdefault((line.tax_name, Decimal(line.tax_rate)), []).append(index)
         for (tax_name, rate), indexes in groups.items():
             target = sum(Decimal(doc.lines[i].total_included) - bases[i] for i in indexes)

@@ -5,12 +5,13 @@ Each test goes through the real outbox (confirm, run the queue) to the provider'
 fails if its rule breaks: the figures are chosen so that the rule's absence changes the outcome
 (each test asserts that first)."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from freezegun import freeze_time
 
 from odoo import Command
+from odoo.exceptions import UserError
 from odoo.tests import tagged
 
 from .common import FiscalTestCommon
@@ -136,6 +137,51 @@ class PortugalRulesMixin:
             (final,) = self.final_at_provider(doc)
             self.assert_dates(final, "2026-07-02", "2026-06-28")
 
+    def test_credit_note_carries_the_reversal_reason_and_needs_one(self):
+        self.account.trigger = "invoice_post"
+        order = self.confirm(self.order_of([(2, 10.0, 0, self.tax_23)]))
+        invoice = self.invoice_and_post(order)
+        self.run_queue()
+        self.assertEqual(invoice._fiscal_documents().state, "issued")
+        refund = self.refund(invoice, reason="Mercadoria danificada")
+        self.run_queue()
+        note = refund._fiscal_documents()
+        self.assertEqual(note.state, "issued", note.last_error)
+        (final,) = self.final_at_provider(note)
+        self.assertIn("Mercadoria danificada", self.credit_reason(final))
+        self.assertNotIn("Credit note", self.credit_reason(final), "no placeholder")
+
+        invoice = self.invoice_and_post(self.confirm(self.order_of([(1, 10.0, 0, self.tax_23)])))
+        self.run_queue()
+        refund = self.refund(invoice, reason="")
+        self.run_queue()
+        note = refund._fiscal_documents()
+        self.assertEqual(note.state, "error")
+        self.assertIn("has no reason", note.last_error)
+        self.assertFalse(self.sim_docs_for(note), "nothing sent")
+
+    def test_issue_now_refuses_future_dates_and_dates_before_the_series(self):
+        self.account.trigger = "manual"
+        today = self.env["fiscal.mapping"]._company_today(self.company)
+
+        def wizard_for(order, day):
+            action = order.action_issue_fiscal_now()
+            wizard = self.env[action["res_model"]].with_context(action["context"]).create({})
+            self.assertEqual(wizard.invoice_date, today, "dated the day it is issued by default")
+            wizard.write({"invoice_date": day, "due_date": day})
+            return wizard
+
+        first = self.confirm(self.order_of([(1, 10.0, 0, self.tax_23)]))
+        with self.assertRaisesRegex(UserError, "is in the future"):
+            wizard_for(first, today + timedelta(days=1)).action_issue()
+        wizard_for(first, today - timedelta(days=2)).action_issue()
+        self.run_queue()
+        self.assertEqual(first.fiscal_document_id.state, "issued", first.fiscal_document_id.last_error)
+        second = self.confirm(self.order_of([(1, 10.0, 0, self.tax_23)]))
+        with self.assertRaisesRegex(UserError, "before the last document of this series"):
+            wizard_for(second, today - timedelta(days=3)).action_issue()
+        self.assertFalse(second.fiscal_document_id, "nothing queued")
+
 
 @tagged("post_install", "-at_install", "fiscal_portugal")
 class TestPortugalInvoiceXpress(PortugalRulesMixin, FiscalTestCommon):
@@ -144,6 +190,9 @@ class TestPortugalInvoiceXpress(PortugalRulesMixin, FiscalTestCommon):
     def sent_line_count(self, doc):
         (final,) = self.final_at_provider(doc)
         return len(final["items"])
+
+    def credit_reason(self, final):
+        return final["observations"]
 
     def assert_dates(self, final, issued, supplied):
         self.assertEqual(final["date"], datetime.strptime(issued, "%Y-%m-%d").strftime("%d/%m/%Y"))
@@ -208,6 +257,9 @@ class TestPortugalVendus(PortugalRulesMixin, FiscalTestCommon):
     def sent_line_count(self, doc):
         (final,) = self.final_at_provider(doc)
         return len(final["items"])
+
+    def credit_reason(self, final):
+        return final["notes"]
 
     def assert_dates(self, final, issued, supplied):
         self.assertEqual(final["date"], issued)
