@@ -144,7 +144,15 @@ class FiscalProviderAccount(models.Model):
     # The issuing policy.
     trigger = fields.Selection(TRIGGERS, required=True, default="order_confirm", tracking=True)
     mode = fields.Selection(MODES, required=True, default="finalize", tracking=True)
-    document_type = fields.Selection(DOCUMENT_TYPES, required=True, default="invoice", tracking=True)
+    document_type = fields.Selection(
+        DOCUMENT_TYPES,
+        required=True,
+        default="invoice",
+        tracking=True,
+        help="Portugal: a simplified invoice (FS) is allowed up to 1,000 EUR for a sale to a final consumer "
+        "(no NIF) and 100 EUR otherwise (art. 40 CIVA). Above, an invoice-receipt (FR) is issued instead, "
+        "and the document's chatter says so.",
+    )
     default_payment_method = fields.Selection(
         [
             ("TB", "Bank transfer"),

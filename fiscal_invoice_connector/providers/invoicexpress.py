@@ -6,6 +6,7 @@ class attributes below so they are easy to change when checked on a live account
 
 from __future__ import annotations
 
+import itertools
 import time
 from decimal import Decimal
 
@@ -69,28 +70,29 @@ def _shift_cents(bases, indexes, rate, target, max_moves=4):
     def vat():
         return sum(half_up(bases[i] * rate / 100) for i in indexes)
 
+    def movable(i, j):
+        return (
+            i != j
+            and abs(bases[i] + CENT - original[i]) <= 2 * CENT
+            and abs(bases[j] - CENT - original[j]) <= 2 * CENT
+            and bases[j] - CENT >= 0
+        )
+
     for _move in range(max_moves):
-        gap = target - vat()
+        gap = abs(target - vat())
         if not gap:
             return True
         best = None
-        for i in indexes:
-            for j in indexes:
-                if (
-                    i == j
-                    or abs(bases[i] + CENT - original[i]) > 2 * CENT
-                    or abs(bases[j] - CENT - original[j]) > 2 * CENT
-                ):
-                    continue
-                if bases[j] - CENT < 0:
-                    continue
-                bases[i] += CENT
-                bases[j] -= CENT
-                remaining = abs(target - vat())
-                bases[i] -= CENT
-                bases[j] += CENT
-                if remaining < abs(gap) and (best is None or remaining < best[0]):
-                    best = (remaining, i, j)
+        for i, j in itertools.product(indexes, indexes):
+            if not movable(i, j):
+                continue
+            bases[i] += CENT
+            bases[j] -= CENT
+            remaining = abs(target - vat())
+            bases[i] -= CENT
+            bases[j] += CENT
+            if remaining < gap and (best is None or remaining < best[0]):
+                best = (remaining, i, j)
         if best is None:
             break
         bases[best[1]] += CENT
@@ -99,6 +101,22 @@ def _shift_cents(bases, indexes, rate, target, max_moves=4):
         return True
     for i in indexes:
         bases[i] = original[i]
+    return 1 < len(indexes) <= 6 and _shift_cents_all(bases, indexes, rate, target)
+
+
+def _shift_cents_all(bases, indexes, rate, target):
+    """The greedy walk can miss moves that only help together: try them all (5^(n-1) at most, the
+    smallest total move first)."""
+    combos = sorted(itertools.product(range(-2, 3), repeat=len(indexes) - 1), key=lambda c: sum(map(abs, c)))
+    for combo in combos:
+        moves = [*combo, -sum(combo)]
+        candidate = [bases[i] + m * CENT for i, m in zip(indexes, moves, strict=True)]
+        if abs(moves[-1]) > 2 or min(candidate) < 0:
+            continue
+        if sum(half_up(base * rate / 100) for base in candidate) == target:
+            for i, base in zip(indexes, candidate, strict=True):
+                bases[i] = base
+            return True
     return False
 
 

@@ -199,6 +199,25 @@ class TestPortugalInvoiceXpress(PortugalRulesMixin, FiscalTestCommon):
         supplied = datetime.strptime(supplied, "%Y-%m-%d").strftime("%d/%m/%Y")
         self.assertIn(f"Data de fornecimento: {supplied}", final["observations"])
 
+    def test_simplified_invoice_above_the_limit_becomes_an_invoice_receipt(self):
+        """Art. 40 CIVA: an FS for a customer with a NIF only up to 100 EUR."""
+        self.account.document_type = "simplified_invoice"
+        small = self.issue(self.order_of([(1, 50.0, 0, self.tax_23)]))  # 61.50
+        self.assertEqual((small.state, small.document_type), ("issued", "simplified_invoice"), small.last_error)
+        order = self.order_of([(1, 90.0, 0, self.tax_23)])  # 110.70
+        doc = self.issue(order)
+        self.assertEqual((doc.state, doc.document_type), ("issued", "invoice_receipt"), doc.last_error)
+        (final,) = self.final_at_provider(doc)
+        self.assertEqual(final["type"], "InvoiceReceipt")
+        self.assertIn("above the 100 EUR a simplified invoice allows", self.chatter_text(doc))
+
+    def test_invalid_nif_of_a_company_is_refused(self):
+        self.customer.with_context(no_vat_validation=True).vat = "PT508000008"  # bad check digit
+        doc = self.issue(self.order_of([(1, 10.0, 0, self.tax_23)]))
+        self.assertEqual(doc.state, "error")
+        self.assertIn("NIF PT508000008 of Tasca do Bairro, Lda is invalid: fix it on the contact", doc.last_error)
+        self.assertFalse(self.sim_docs_for(doc), "not silently sent to a final consumer")
+
     def test_quantity_times_price_is_rounded_before_the_discount(self):
         """3 x 15.90 less 5 %: InvoiceXpress rounds 47.70, then the discount 2.385 (a tie) - Odoo says
         45.32. The price sent puts no value on a tie and gives Odoo's subtotal."""
