@@ -1,23 +1,23 @@
-"""Odoo records -> provider-neutral fiscal documents. Decides *what* is sent; never
-talks to a provider, never writes.
+"""Odoo records -> provider-neutral fiscal documents. Decides *what* is sent; never talks to a
+provider. (It writes once: a simplified invoice above the art. 40 CIVA limit becomes an
+invoice-receipt before it is sent, said in the chatter.)
 
-The rules are written down, with the reasons and the choices made where the services'
-documentation is silent, in docs/mapping-rules.md. In short:
+The rules are written down, with the reasons, the legal sources and the choices made where the
+services' documentation is silent, in docs/mapping-rules.md. In short:
 - Source: the invoice when the document has one, else the sale order; section/note lines and
-  zero-quantity lines are skipped.
-- Prices: tax-excluded unit prices in the document currency, Odoo's discount percent. The unit
-  price is Odoo's own when it gives back Odoo's line subtotal to the cent (quantity x price less
-  discount, rounded as the services do), else the shortest one (up to 10 decimals) that does:
-  VAT-inclusive prices, and float ties. Each line also carries Odoo's VAT-inclusive line total
-  (``total_included``), which providers taking VAT-inclusive prices (Vendus) reproduce.
-- Negative lines (global discount lines, down-payment deductions) are refused: the services
-  take positive quantities and prices only; the message says what to do instead.
-- Taxes: one percent tax per line, named for the provider by ``account.tax.fiscal_tax_name``
-  (default ``IVA<rate>``); 0 % lines carry the tax's SAF-T exemption code.
+  zero-quantity lines are skipped; a sale worth 0.00 is refused (Portugal).
+- Amounts: Odoo's own tax engine (base lines of the record, the company's rounding method, the
+  rounding delta spread over the lines); negative lines (global discounts, down-payment deductions)
+  dispatched onto the lines of the same taxes. Each line carries Odoo's tax-excluded (``subtotal``)
+  and VAT-inclusive (``total_included``) amounts; the providers choose prices their own arithmetic
+  turns back into them (providers/amounts.py).
+- Taxes: one percent tax per line, a line without tax refused naming it; named for the provider by
+  ``account.tax.fiscal_tax_name``, else Odoo's Portuguese chart default, else ``IVA<rate>``; 0 %
+  lines carry the tax's SAF-T exemption code (the chart's default for its 0 % taxes).
+- Portugal: dated the company's day of issue (the sale's date as date of supply), checked against
+  the series; invalid NIF of a company refused; exchange rate to the euro; credit note reason.
 - Totals: Odoo's ``amount_total`` travels as ``expected_total`` for the totals guards.
 - Credit notes never credit more than what remains of their original document.
-- Customer: the commercial partner; a NIF that python-stdnum rejects is not sent, and the
-  document goes to the final consumer as the Portuguese services expect.
 """
 
 from decimal import ROUND_HALF_UP, Decimal
