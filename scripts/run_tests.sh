@@ -23,7 +23,7 @@ echo "== Plain-Python tests (provider clients, simulators) =="
 (ulimit -v 6000000; python -m pytest tests -p no:odoo -q -p no:cacheprovider --junitxml="$results/plain.xml" "$@") || status=$?
 
 # ------------------------------------------------------------------ Odoo tests
-TEMPLATE_MODULES="sale_management,account,mail,l10n_pt"
+TEMPLATE_MODULES="sale_management,account,mail"
 tmpl_key=$( (grep version_info "$ODOO_SRC/odoo/release.py"; echo "$TEMPLATE_MODULES"; "$PY" --version) | sha256sum | cut -c1-8)
 TEMPLATE_DB="fic_template_$tmpl_key"
 TEST_DB="${FIC_TEST_DB:-fic_test}"

@@ -27,11 +27,14 @@ A summary line per provider is printed (cases, matched, refused by rule, planted
 import random
 import re
 import time
+import unittest
 from collections import Counter
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 from odoo import Command
+from odoo.modules.registry import Registry
 from odoo.tests import tagged
+from odoo.tests.common import get_db_name
 
 from .common import FiscalTestCommon
 
@@ -628,18 +631,29 @@ class TestFiscalCorpusVendus(FiscalCorpusMixin, FiscalTestCommon):
         self._run_corpus()
 
 
-@tagged("post_install", "-at_install", "fiscal_corpus")
-class TestFiscalCorpusPortugueseChartInvoiceXpress(TestFiscalCorpusInvoiceXpress):
+class PortugueseChartMixin:
     """The same corpus on a company set up with Odoo's Portuguese chart (l10n_pt: euros, its sale
-    taxes mapped by default, "Round globally" and "Round per line" both), smaller."""
+    taxes mapped by default, "Round globally" and "Round per line" both), smaller. Needs l10n_pt in
+    the database; it is not in the CI template, because l10n_pt brings base_vat, whose VAT check
+    refuses the deliberately invalid tax ids other test modules create: run it on a database with
+    l10n_pt (docs/mapping-rules.md §17 has its figures)."""
 
     chart_template = "pt"
     normal_cases = 40
     round_globally_cases = 20
+
+    @classmethod
+    def setUpClass(cls):
+        if "l10n_pt" not in Registry(get_db_name())._init_modules:
+            raise unittest.SkipTest("Odoo's Portuguese chart (l10n_pt) is not installed in this database")
+        super().setUpClass()
 
 
 @tagged("post_install", "-at_install", "fiscal_corpus")
-class TestFiscalCorpusPortugueseChartVendus(TestFiscalCorpusVendus):
-    chart_template = "pt"
-    normal_cases = 40
-    round_globally_cases = 20
+class TestFiscalCorpusPortugueseChartInvoiceXpress(PortugueseChartMixin, TestFiscalCorpusInvoiceXpress):
+    pass
+
+
+@tagged("post_install", "-at_install", "fiscal_corpus")
+class TestFiscalCorpusPortugueseChartVendus(PortugueseChartMixin, TestFiscalCorpusVendus):
+    pass
