@@ -1,5 +1,7 @@
 from odoo import fields, models
 
+from ..providers.numbers import vat_tax_name
+
 # SAF-T (PT) VAT exemption reasons (../shared/provider-apis.md §2.4).
 EXEMPTION_CODES = [
     ("M01", "M01 - Artigo 16.º, n.º 6 do CIVA"),
@@ -44,3 +46,41 @@ class AccountTax(models.Model):
         "VAT exemption reason",
         help="Required by Portuguese law on 0 % lines; sent with every document that uses this tax.",
     )
+
+    # Odoo's Portuguese chart (l10n_pt) sale taxes -> (InvoiceXpress tax name, SAF-T exemption code),
+    # used when the tax's own fields are empty (docs/mapping-rules.md §1, §9). InvoiceXpress names its
+    # taxes IVA<rate> by default, regions included [?]; the exemption codes are the usual reasons of
+    # each 0 % tax [choice]: domestic exempt sale art. 9 CIVA (M07), intra-EU supply of goods art. 14
+    # RITI (M16), export art. 14 CIVA (M05). Change them on the tax when another reason applies.
+    _FISCAL_PT_CHART = {
+        "iva_pt_sale_normal": ("IVA23", None),
+        "iva_pt_sale_intermedia": ("IVA13", None),
+        "iva_pt_sale_reduzida": ("IVA6", None),
+        "iva_pt_sale_isenta": ("IVA0", "M07"),
+        "iva_pt_sale_eu_isenta": ("IVA0", "M16"),
+        "iva_pt_sale_non_eu_isenta": ("IVA0", "M05"),
+        "iva_pt_ma_sale_normal": ("IVA22", None),
+        "iva_pt_ma_sale_intermedia": ("IVA12", None),
+        "iva_pt_ma_sale_reduzida": ("IVA5", None),
+        "iva_pt_ac_sale_normal": ("IVA16", None),
+        "iva_pt_ac_sale_intermedia": ("IVA9", None),
+        "iva_pt_ac_sale_reduzida": ("IVA4", None),
+    }
+
+    def _fiscal_pt_chart_key(self):
+        """The l10n_pt template id of this tax (e.g. iva_pt_sale_eu_isenta), or None."""
+        self.ensure_one()
+        xmlid = self.sudo().get_external_id().get(self.id) or ""
+        key = xmlid.split(".", 1)[-1].split("_", 1)[-1] if xmlid.startswith("account.") else ""
+        return key if key in self._FISCAL_PT_CHART else None
+
+    def _fiscal_tax_name(self):
+        """The tax's name at the provider: its own setting, the Portuguese chart's, else IVA<rate>."""
+        self.ensure_one()
+        key = self.fiscal_tax_name or self._FISCAL_PT_CHART.get(self._fiscal_pt_chart_key(), (None,))[0]
+        return key or vat_tax_name(self.amount)
+
+    def _fiscal_exemption_code(self):
+        """The SAF-T exemption code of a 0 % tax: its own setting, else the Portuguese chart's."""
+        self.ensure_one()
+        return self.fiscal_exemption_code or self._FISCAL_PT_CHART.get(self._fiscal_pt_chart_key(), (None, None))[1]

@@ -5,7 +5,7 @@ from odoo.exceptions import AccessError, UserError
 
 from ..providers import FiscalProduct, ProviderConfig, ProviderError
 from ..providers.base import Redactor
-from ..providers.numbers import from_float, vat_tax_name
+from ..providers.numbers import from_float
 
 TRIGGERS = [
     ("order_confirm", "On order confirmation"),
@@ -144,7 +144,15 @@ class FiscalProviderAccount(models.Model):
     # The issuing policy.
     trigger = fields.Selection(TRIGGERS, required=True, default="order_confirm", tracking=True)
     mode = fields.Selection(MODES, required=True, default="finalize", tracking=True)
-    document_type = fields.Selection(DOCUMENT_TYPES, required=True, default="invoice", tracking=True)
+    document_type = fields.Selection(
+        DOCUMENT_TYPES,
+        required=True,
+        default="invoice",
+        tracking=True,
+        help="Portugal: a simplified invoice (FS) is allowed up to 1,000 EUR for a sale to a final consumer "
+        "(no NIF) and 100 EUR otherwise (art. 40 CIVA). Above, an invoice-receipt (FR) is issued instead, "
+        "and the document's chatter says so.",
+    )
     default_payment_method = fields.Selection(
         [
             ("TB", "Bank transfer"),
@@ -425,7 +433,7 @@ class FiscalProviderAccount(models.Model):
                 code=product.default_code,
                 description=product.name,
                 unit_price=from_float(product.list_price),
-                tax_name=tax.fiscal_tax_name or (vat_tax_name(tax.amount) if tax else None),
+                tax_name=tax._fiscal_tax_name() if tax else None,
                 tax_rate=from_float(tax.amount),
                 tax_exemption_code=tax.fiscal_exemption_code or None,
                 remote_id=binding.remote_id if binding else None,

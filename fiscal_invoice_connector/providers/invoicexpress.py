@@ -6,9 +6,11 @@ class attributes below so they are easy to change when checked on a live account
 
 from __future__ import annotations
 
+import itertools
 import time
 from decimal import Decimal
 
+from .amounts import CENT, MAX_PRICE_DIGITS, half_up, ix_price
 from .base import (
     FiscalDocumentData,
     FiscalParty,
@@ -51,6 +53,72 @@ STATES = {
     "cancelled": "canceled",
     "deleted": "deleted",
 }
+
+
+# The account's taxes by (base URL, key), shared by the client objects of a process for a few minutes:
+# one GET /taxes.json per account and batch, not per document (100 requests a minute). A document a
+# cached list refuses is checked again against a fresh one before being refused.
+_TAXES_CACHE = {}
+TAXES_CACHE_SECONDS = 300
+
+
+def _shift_cents(bases, indexes, rate, target, max_moves=4):
+    """Move cents of tax-excluded amount between the lines ``indexes`` (same rate) until the VAT
+    InvoiceXpress computes, rounded per line, is ``target``; the sum of the bases never changes, and
+    no line moves by more than two cents. Updates ``bases`` in place; False when impossible."""
+    original = {i: bases[i] for i in indexes}
+
+    def vat():
+        return sum(half_up(bases[i] * rate / 100) for i in indexes)
+
+    def movable(i, j):
+        return (
+            i != j
+            and abs(bases[i] + CENT - original[i]) <= 2 * CENT
+            and abs(bases[j] - CENT - original[j]) <= 2 * CENT
+            and bases[j] - CENT >= 0
+        )
+
+    for _move in range(max_moves):
+        gap = abs(target - vat())
+        if not gap:
+            return True
+        best = None
+        for i, j in itertools.product(indexes, indexes):
+            if not movable(i, j):
+                continue
+            bases[i] += CENT
+            bases[j] -= CENT
+            remaining = abs(target - vat())
+            bases[i] -= CENT
+            bases[j] += CENT
+            if remaining < gap and (best is None or remaining < best[0]):
+                best = (remaining, i, j)
+        if best is None:
+            break
+        bases[best[1]] += CENT
+        bases[best[2]] -= CENT
+    if target == vat():
+        return True
+    for i in indexes:
+        bases[i] = original[i]
+    return 1 < len(indexes) <= 6 and _shift_cents_all(bases, indexes, rate, target)
+
+
+def _shift_cents_all(bases, indexes, rate, target):
+    """The greedy walk can miss moves that only help together: try them all (5^(n-1) at most, the
+    smallest total move first)."""
+    combos = sorted(itertools.product(range(-2, 3), repeat=len(indexes) - 1), key=lambda c: sum(map(abs, c)))
+    for combo in combos:
+        moves = [*combo, -sum(combo)]
+        candidate = [bases[i] + m * CENT for i, m in zip(indexes, moves, strict=True)]
+        if abs(moves[-1]) > 2 or min(candidate) < 0:
+            continue
+        if sum(half_up(base * rate / 100) for base in candidate) == target:
+            for i, base in zip(indexes, candidate, strict=True):
+                bases[i] = base
+            return True
+    return False
 
 
 class InvoiceXpressProvider(FiscalProvider):
@@ -101,6 +169,8 @@ class InvoiceXpressProvider(FiscalProvider):
         # (one cron batch) so that a customer is looked up once, not per document.
         self.client_ids = self.shared.setdefault("client_ids", {})
         self._items = None  # the catalogue by name (= SKU), read once by sync_product
+        self._taxes = None  # the account's taxes by name (see _TAXES_CACHE)
+        self._taxes_cached = False
 
     # -- transport ------------------------------------------------------------
     def _auth(self, kwargs):
@@ -153,6 +223,9 @@ class InvoiceXpressProvider(FiscalProvider):
     def _client_payload(self, party: FiscalParty | None):
         if party is None:
             return {"name": self.final_consumer_name, "code": self.final_consumer_code}
+        # A customer without a valid NIF is sent by name (and address) without fiscal_id: the AT records
+        # the document as a final consumer's (999999990) [?], and above 1000 EUR the law wants the name
+        # and address anyway (art. 36(15) CIVA).
         client = {
             "name": party.name,
             "code": party.code,
@@ -215,12 +288,15 @@ class InvoiceXpressProvider(FiscalProvider):
                 "InvoiceXpress accepts one VAT exemption reason per document, but the 0 % lines use "
                 f"{', '.join(exemptions)}: give them the same exemption reason or split the invoice."
             )
-        missing = [line.description for line in doc.lines if not line.tax_rate and not line.tax_exemption_code]
+        missing = [line for line in doc.lines if not line.tax_rate and not line.tax_exemption_code]
         if missing:
+            taxes = ", ".join(
+                dict.fromkeys(getattr(line, "tax_label", None) or line.tax_name or "0 %" for line in missing)
+            )
             raise ValidationError(
-                "A VAT exemption reason (M-code) is required for 0 % lines: "
-                + ", ".join(missing[:5])
-                + ". Set it on the tax (Fiscal exemption reason) and retry."
+                f"A VAT exemption reason (M-code) is required for 0 % lines: tax {taxes} has none (lines "
+                + ", ".join(line.description for line in missing[:5])
+                + "). Set it on the tax (VAT exemption reason) and retry."
             )
         invoice = {
             "date": doc.date.strftime("%d/%m/%Y"),
@@ -229,14 +305,30 @@ class InvoiceXpressProvider(FiscalProvider):
             "reference": f"{doc.origin} {doc.reference}" if doc.origin else doc.reference,
             "observations": doc.notes or "",
             "client": self._client_payload(doc.partner),
-            "items": [self._item(line) for line in doc.lines],
+            "items": [
+                self._item(line, price, discount)
+                for line, (price, discount) in zip(doc.lines, self._prices(doc), strict=True)
+            ],
         }
         if exemptions:
             invoice["tax_exemption"] = exemptions[0]
+        supply = getattr(doc, "supply_date", None)
+        if supply:
+            # Art. 36(5)(f) CIVA: the date of supply when it is not the issue date. InvoiceXpress's
+            # document has no field for it [?]: it is printed in the observations.
+            note = f"Data de fornecimento: {supply.strftime('%d/%m/%Y')}"
+            invoice["observations"] = (invoice["observations"] + "\n" + note).strip()
         if doc.currency and doc.currency.upper() != "EUR":
             invoice["currency_code"] = doc.currency.upper()
-            if self.config.options.get("currency_rate"):
-                invoice["rate"] = str(self.config.options["currency_rate"])
+            # Euros per unit of the currency on the document date, from Odoo's rates (the account's
+            # currency_rate option overrides it). What InvoiceXpress does without it is undocumented [?].
+            rate = self.config.options.get("currency_rate") or getattr(doc, "exchange_rate", None)
+            if not rate:
+                raise ValidationError(
+                    f"InvoiceXpress needs the exchange rate of {doc.currency} to the euro on the document date: "
+                    "set a rate for this currency in Odoo (Accounting > Currencies) and retry."
+                )
+            invoice["rate"] = _money(Decimal(str(rate)))
         if doc.kind == "credit_note" and doc.related_remote_id:
             invoice["owner_invoice_id"] = doc.related_remote_id
             if doc.reason:
@@ -245,17 +337,62 @@ class InvoiceXpressProvider(FiscalProvider):
             invoice["sequence_id"] = self.config.options["sequence_id"]
         return {"invoice": invoice}
 
-    def _item(self, line):
+    def _prices(self, doc: FiscalDocumentData):
+        """(unit_price, discount) per line such that InvoiceXpress's own arithmetic (quantity x price
+        rounded, then the discount, then VAT rounded per line) gives Odoo's document to the cent.
+
+        Lines carrying Odoo's booked amounts (``subtotal``/``total_included``, set by the mapping) get
+        a price reproducing their tax-excluded amount. When Odoo's VAT for a rate is not the sum of the
+        per-line roundings InvoiceXpress makes (a company rounding globally; VAT-inclusive prices),
+        a cent of tax-excluded amount is moved between lines of that rate so that the rate's base, its
+        VAT and the total are Odoo's [choice]; a rate where no such move exists is refused, naming the
+        tax and both figures, before anything is sent."""
+        bases = [getattr(line, "subtotal", None) for line in doc.lines]
+        if any(base is None for base in bases):
+            return [(line.unit_price, line.discount) for line in doc.lines]
+        bases = [Decimal(base) for base in bases]
+        groups = {}
+        for index, line in enumerate(doc.lines):
+            if Decimal(getattr(line, "odoo_discount", line.discount) or 0) >= 100:
+                continue  # worth nothing whatever happens: never given a cent
+            groups.setdefault((line.tax_name, Decimal(line.tax_rate)), []).append(index)
+        for (tax_name, rate), indexes in groups.items():
+            target = sum(Decimal(doc.lines[i].total_included) - bases[i] for i in indexes)
+            if not _shift_cents(bases, indexes, rate, target):
+                line = doc.lines[indexes[0]]
+                computed = sum(half_up(bases[i] * rate / 100) for i in indexes)
+                raise ValidationError(
+                    f"InvoiceXpress computes VAT line by line: tax {getattr(line, 'tax_label', None) or tax_name} "
+                    f"({format(rate.normalize(), 'f')} %) would come to {computed} there but to {target} in Odoo. "
+                    "Set Accounting > Settings > Taxes > Rounding to “Round per Line” (and tax-excluded prices), or "
+                    "move a price by one cent, then retry."
+                )
+        prices = []
+        for line, base in zip(doc.lines, bases, strict=True):
+            hint = getattr(line, "odoo_price", None)
+            found = ix_price(line.quantity, getattr(line, "odoo_discount", line.discount), base, hint=hint)
+            if found is None:
+                raise ValidationError(
+                    f"InvoiceXpress: no unit price with {MAX_PRICE_DIGITS} decimals gives the line "
+                    f"“{line.description or line.code}” its amount {base} for quantity {line.quantity}: "
+                    "split the line or change its quantity."
+                )
+            prices.append(found)
+        return prices
+
+    def _item(self, line, unit_price=None, discount=None):
+        unit_price = line.unit_price if unit_price is None else unit_price
+        discount = line.discount if discount is None else discount
         item = {
             "name": line.code,
             "description": line.description,
-            "unit_price": _money(line.unit_price),
+            "unit_price": _money(unit_price),
             "quantity": _money(line.quantity),
         }
         if line.unit:
             item["unit"] = line.unit
-        if line.discount:
-            item["discount"] = _money(line.discount)
+        if discount:
+            item["discount"] = _money(discount)
         if line.tax_name:
             # Always a named tax: a bare number is treated as unknown and falls back to the
             # account default (ix-proxy README).
@@ -264,7 +401,52 @@ class InvoiceXpressProvider(FiscalProvider):
 
     def prepare(self, doc: FiscalDocumentData) -> None:
         self._payload(doc)  # validates before any network call
+        self._check_tax_names(doc)
         self.ensure_client(doc.partner)
+
+    def _check_tax_names(self, doc: FiscalDocumentData):
+        """InvoiceXpress silently applies its default tax to a tax name it does not know [C]: every
+        line's tax must exist there, at the line's rate, or the document is refused before sending."""
+        problems = self._tax_problems(doc, fresh=False)
+        if problems and self._taxes_cached:
+            problems = self._tax_problems(doc, fresh=True)  # fixed at InvoiceXpress meanwhile?
+        if problems:
+            known = ", ".join(f"{n} ({t.get('value')} %)" for n, t in sorted(self._taxes.items())) or "none"
+            raise ValidationError(
+                "; ".join(dict.fromkeys(problems))
+                + f". Set the tax's “Tax name at the provider” to one of the account's taxes ({known}), "
+                "or create that tax at InvoiceXpress, then retry."
+            )
+
+    def _tax_problems(self, doc, fresh):
+        key = (self.config.base_url, self.config.credentials.get("api_key"))
+        cached = _TAXES_CACHE.get(key)
+        if fresh or cached is None or time.monotonic() - cached[0] > TAXES_CACHE_SECONDS:
+            taxes = self._json(self._request("GET", "/taxes.json")).get("taxes") or []
+            cached = _TAXES_CACHE[key] = (
+                time.monotonic(),
+                {str(t.get("name")): t for t in taxes if isinstance(t, dict)},
+            )
+            self._taxes_cached = False
+        else:
+            self._taxes_cached = True
+        self._taxes = cached[1]
+        problems = []
+        for line in doc.lines:
+            rate = Decimal(line.tax_rate).normalize()
+            label = getattr(line, "tax_label", None) or line.tax_name
+            known = self._taxes.get(str(line.tax_name))
+            if known is None:
+                problems.append(
+                    f"tax {label} ({format(rate, 'f')} %) has no name at InvoiceXpress "
+                    f"(“{line.tax_name}” is not one of its taxes)"
+                )
+            elif Decimal(str(known.get("value") or 0)).normalize() != rate:
+                problems.append(
+                    f"tax {label} ({format(rate, 'f')} %) is named “{line.tax_name}”, which is "
+                    f"{known.get('value')} % at InvoiceXpress"
+                )
+        return problems
 
     def create(self, doc: FiscalDocumentData) -> RemoteDocument:
         payload = self._payload(doc)

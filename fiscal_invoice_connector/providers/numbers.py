@@ -62,6 +62,6 @@ def digits_only(value):
 
 
 def vat_tax_name(rate):
-    """The default name of a VAT rate at the Portuguese services (``23.0`` -> ``"IVA23"``), for a tax
-    without ``fiscal_tax_name``."""
-    return f"IVA{int(rate)}"
+    """The default name of a VAT rate at the Portuguese services (``23.0`` -> ``"IVA23"``, ``13.5`` ->
+    ``"IVA13.5"``), for a tax without ``fiscal_tax_name``."""
+    return f"IVA{format(float(rate), 'g')}"

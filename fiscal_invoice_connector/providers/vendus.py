@@ -24,6 +24,7 @@ import binascii
 import time
 from decimal import ROUND_HALF_UP, Decimal
 
+from .amounts import vendus_gross_price
 from .base import (
     AuthenticationError,
     FiscalDocumentData,
@@ -273,10 +274,22 @@ class VendusProvider(FiscalProvider):
                 + ". Use a discount instead of a negative line, or a credit note for a return."
             )
 
-    def _client(self, party: FiscalParty | None):
-        """None for a final consumer: no client at all (never the 999999990 NIF)."""
-        if party is None or not party.vat:
+    # Above this total a final consumer's document names the buyer, with an address (art. 36(15) CIVA).
+    named_consumer_above = Decimal(1000)
+
+    def _client(self, party: FiscalParty | None, total=None):
+        """None for a final consumer: no client at all (never the 999999990 NIF), unless the document is
+        above 1000 EUR: then the buyer's name and address, without a tax id."""
+        if party is None:
             return None
+        if not party.vat:
+            if total is None or Decimal(total) <= self.named_consumer_above:
+                return None
+            if not (party.name and party.street):
+                raise ValidationError(
+                    f"Vendus: a document above {self.named_consumer_above} € for a final consumer names the "
+                    "buyer with an address (art. 36 CIVA): give the customer a street address, then retry."
+                )
         client = {
             "fiscal_id": party.vat,
             "name": party.name,
@@ -303,19 +316,11 @@ class VendusProvider(FiscalProvider):
             quantum, rounding=ROUND_HALF_UP
         )
         target = getattr(line, "total_included", None)
-        share = Decimal(line.quantity) * (1 - Decimal(line.discount or 0) / 100)
-        if target is None or share <= 0:
+        if target is None:
             return natural
-        target = Decimal(target)
-        exact = target / share
-        for places in range(2, self.gross_price_digits + 1):
-            step = Decimal(1).scaleb(-places)
-            center = exact.quantize(step, rounding=ROUND_HALF_UP)
-            for candidate in (center, center - step, center + step):
-                line_total = (candidate * share).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-                if candidate >= 0 and line_total == target:
-                    return candidate
-        return natural
+        # Never a product on a half-cent tie (15.90 x 3 x 0.95 = 45.315): Vendus's rounding of a tie is unknown.
+        found = vendus_gross_price(line.quantity, _discount(line), target, self.gross_price_digits)
+        return natural if found is None else found
 
     def _tax(self, line):
         rate = Decimal(line.tax_rate).normalize()
@@ -344,8 +349,8 @@ class VendusProvider(FiscalProvider):
             code = line.tax_exemption_code.strip().upper()  # presence checked by _check_exemptions
             item["tax_exemption"] = code
             item["tax_exemption_law"] = self.exemption_laws[code]
-        if line.discount:
-            item[self.discount_field] = _plain(line.discount)
+        if _discount(line):
+            item[self.discount_field] = _plain(_discount(line))
         return item
 
     def _check_exemptions(self, doc):
@@ -355,14 +360,15 @@ class VendusProvider(FiscalProvider):
                 continue
             code = (line.tax_exemption_code or "").strip().upper() or None
             if code is None:
-                missing.append(line.description or line.code)
+                missing.append(line)
             elif code not in EXEMPTION_CODES or code not in self.exemption_laws:
                 unknown.append(code)
         if missing:
+            taxes = ", ".join(dict.fromkeys(_tax_label(line) for line in missing))
             raise ValidationError(
-                "A VAT exemption reason (M-code) is required for 0 % lines: "
-                + ", ".join(missing[:5])
-                + ". Set it on the tax (Fiscal exemption reason) and retry."
+                f"A VAT exemption reason (M-code) is required for 0 % lines: tax {taxes} has none (lines "
+                + ", ".join(line.description or line.code for line in missing[:5])
+                + "). Set it on the tax (VAT exemption reason) and retry."
             )
         if unknown:
             raise ValidationError(
@@ -402,7 +408,10 @@ class VendusProvider(FiscalProvider):
         body = self._header(doc_type, doc.reference)
         if self.date_field and doc.date:
             body[self.date_field] = doc.date.strftime(self.date_format)
-        client = self._client(doc.partner)
+        supply = getattr(doc, "supply_date", None)
+        if supply and doc_type != "NC":
+            body["date_supply"] = supply.strftime(self.date_format)  # art. 36(5)(f) CIVA [C]
+        client = self._client(doc.partner, doc.expected_total)
         if client:
             body["client"] = client
         if doc_type == "NC":
@@ -483,7 +492,7 @@ class VendusProvider(FiscalProvider):
         times quantity and discount, rounded half-up to cents per line, then summed."""
         total = Decimal(0)
         for line in doc.lines:
-            gross = self.gross_price(line) * Decimal(line.quantity) * (1 - Decimal(line.discount or 0) / 100)
+            gross = self.gross_price(line) * Decimal(line.quantity) * (1 - Decimal(_discount(line)) / 100)
             total += gross.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
         return total
 
@@ -692,6 +701,17 @@ class VendusProvider(FiscalProvider):
             f"Connected to Vendus ({company}): register {register_id} “{register.get('title') or '?'}”, "
             f"documents issued in {self.mode} mode."
         )
+
+
+def _tax_label(line):
+    return getattr(line, "tax_label", None) or line.tax_name or f"{_plain(Decimal(line.tax_rate))} %"
+
+
+def _discount(line):
+    """Odoo's discount percent: the mapping may fold it into a net price for services computing
+    tax-excluded lines (``discount``); Vendus prices VAT-inclusive and shows Odoo's own."""
+    value = getattr(line, "odoo_discount", None)
+    return Decimal(line.discount or 0) if value is None else Decimal(value)
 
 
 def _is_auth_error(response):

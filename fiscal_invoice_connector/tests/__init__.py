@@ -8,6 +8,7 @@ from . import (
     test_policies,
     test_policies_window,
     test_provider_plugin,
+    test_portugal,
     test_reconciliation,
     test_routing,
     test_rpc_permissions,

@@ -27,11 +27,14 @@ A summary line per provider is printed (cases, matched, refused by rule, planted
 import random
 import re
 import time
+import unittest
 from collections import Counter
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 from odoo import Command
+from odoo.modules.registry import Registry
 from odoo.tests import tagged
+from odoo.tests.common import get_db_name
 
 from .common import FiscalTestCommon
 
@@ -42,7 +45,7 @@ IX_DEFAULT_RATE = Decimal(23)  # what InvoiceXpress applies for a tax name it do
 EXEMPTION_CODES = ("M07", "M10", "M16")
 
 NUMBER = r"(-?\d+(?:\.\d+)?)"
-IX_GUARD_RE = re.compile(rf"Totals differ: Odoo {NUMBER}, InvoiceXpress {NUMBER}")
+IX_VAT_RE = re.compile(rf"would come to {NUMBER} there but to {NUMBER} in Odoo")
 VENDUS_GUARD_RE = re.compile(rf"Vendus would total this document {NUMBER} € but Odoo says {NUMBER} €")
 
 
@@ -69,7 +72,10 @@ class Case:
         self.currency = currency
         self.rounding = rounding
         self.order = None
-        self.expect = None  # match | rule | guard
+        self.expect = None  # match | match_or_vat | rule | guard
+        self.refusal = None  # the rule refusing it (expect "rule")
+        self.refused = False  # the outcome: refused by rule (planted mismatches apart)
+        self.amounts = None  # Odoo's line amounts, under the company's rounding method
         self.provider_total = None  # what the service computes, when known
 
     @property
@@ -98,8 +104,13 @@ class FiscalCorpusMixin:
         cls.company.tax_calculation_rounding_method = "round_per_line"
         if "rate_limit_per_minute" in cls.account._fields:
             cls.account.rate_limit_per_minute = 0  # the simulators run without a request budget
-        assert cls.company.currency_id.name not in ("EUR", "GBP"), "the corpus needs a company outside euros"
-        eur = cls.pricelist.currency_id if cls.pricelist else cls.setup_other_currency("EUR", rates=[("1900-01-01", 1)])
+        assert cls.company.currency_id.name != "GBP", "the corpus needs a company outside pounds"
+        if cls.pricelist:
+            eur = cls.pricelist.currency_id
+        elif cls.company.currency_id.name == "EUR":  # Odoo's Portuguese chart
+            eur = cls.company.currency_id
+        else:
+            eur = cls.setup_other_currency("EUR", rates=[("1900-01-01", 1)])
         gbp = cls.setup_other_currency("GBP", rates=[("1900-01-01", 0.85)])
         Pricelist = cls.env["product.pricelist"]
         cls.pricelists = {
@@ -134,6 +145,19 @@ class FiscalCorpusMixin:
             (6, True): tax("IVA 6% incl. (corpus)", 6, "IVA6", included=True),
         }
         cls.exempt = {code: tax(f"Isento {code} (corpus)", 0, "IVA0", code=code) for code in EXEMPTION_CODES}
+        if cls.chart_template == "pt":
+            # Odoo's Portuguese chart: its own sale taxes, mapped by default (no name, no code set on them).
+            chart = cls.env["account.chart.template"].with_company(cls.company)
+            for rate, xmlid in (
+                (23, "iva_pt_sale_normal"),
+                (13, "iva_pt_sale_intermedia"),
+                (6, "iva_pt_sale_reduzida"),
+            ):
+                cls.taxes[(rate, False)] = chart.ref(xmlid)
+            cls.exempt["M07"] = chart.ref("iva_pt_sale_isenta")
+            cls.exempt["M16"] = chart.ref("iva_pt_sale_eu_isenta")
+            assert not any((cls.taxes[(23, False)] | cls.exempt["M16"]).mapped("fiscal_tax_name"))
+            cls.tax_23 = cls.taxes[(23, False)]
         # Planted: tax names InvoiceXpress does not know (it falls back to its default, IVA23).
         cls.unknown_taxes = [
             tax("IVA 13% Madeira (corpus)", 13, "IVA13-RAM"),
@@ -199,14 +223,31 @@ class FiscalCorpusMixin:
             add("normal", self._random_lines(rng), currency=self._currency_for(rng))
         for _ in range(self.round_globally_cases):
             add("round_globally", self._random_lines(rng), rounding="round_globally")
-        # Rule: negative lines (a discount or "refund" line, Odoo's global discount) are refused.
+        # Negative lines (a discount line, Odoo's global discount) are dispatched onto the lines of the
+        # same tax; one with no such line is refused (nothing to take it from).
         for _ in range(3):
             lines = self._random_lines(rng, included=False)
             amount = round(rng.uniform(1, 20), 2)
             lines.append((self.discount_product, 1, -amount, 0.0, self.tax_23, "Desconto comercial"))
-            add("rule:negative", lines)
+            add("negative", lines)
         for _ in range(2):
-            add("rule:global_discount", self._random_lines(rng, included=False))
+            add("global_discount", self._random_lines(rng, included=False))
+        for rounding in ("round_per_line", "round_globally"):
+            lines = self._random_lines(rng, included=False)
+            lines.append((self.goods[2], 2, 30.0, 0.0, self.tax_23, None))  # a 23 % line to take it from
+            lines.append((self.discount_product, 1, -round(rng.uniform(1, 20), 2), 0.0, self.tax_23, "Desconto"))
+            add("negative", lines, rounding=rounding)
+        # The acceptance run's failures (issue 13): line discounts, decimal quantities and mixed rates,
+        # rounded globally; quantity x price on a half-cent tie before the discount.
+        for _ in range(self.round_globally_cases):
+            lines = [
+                (rng.choice(self.goods), round(rng.uniform(0.5, 9), 3), round(rng.uniform(1, 60), 2),
+                 rng.choice((5, 10, 12.5, 33.33)), self.taxes[(rng.choice((23, 13, 6)), False)], None)
+                for _ in range(rng.randint(2, 5))
+            ]  # fmt: skip
+            add("acceptance", lines, rounding="round_globally")
+        add("acceptance", [(self.goods[1], 3, 15.90, 5.0, self.taxes[(23, True)], None)])
+        add("acceptance", [(self.goods[1], 3, 15.90, 5.0, self.tax_23, None)])
         self._generate_specific(rng, add)
         rng.shuffle(cases)  # interleave groups in the queue
         return cases
@@ -233,27 +274,22 @@ class FiscalCorpusMixin:
             ],
         }
 
-    def _create_orders(self, cases):
-        """In bulk, one create per rounding method (the company's setting when amounts are computed)."""
-        Order = self.env["sale.order"]
-        for rounding in ("round_per_line", "round_globally"):
-            batch = [case for case in cases if case.rounding == rounding]
-            if not batch:
-                continue
-            self.company.tax_calculation_rounding_method = rounding
-            orders = Order.create([self._order_vals(case) for case in batch])
-            orders.mapped("order_line.price_total")
-            orders.mapped("amount_total")
-            self.env.flush_all()  # computed now, with this rounding method
-            for case, order in zip(batch, orders, strict=True):
-                case.order = order
-                if case.group == "rule:global_discount":
-                    # The Discount button, "Global Discount": Odoo adds negative lines.
-                    wizard = self.env["sale.order.discount"].create(
-                        {"sale_order_id": order.id, "discount_type": "so_discount", "discount_percentage": 0.1}
-                    )
-                    wizard.action_apply_discount()
-        self.company.tax_calculation_rounding_method = "round_per_line"
+    def _create_orders(self, batch):
+        """In bulk, under the company's current rounding method."""
+        if not batch:
+            return
+        orders = self.env["sale.order"].create([self._order_vals(case) for case in batch])
+        for case, order in zip(batch, orders, strict=True):
+            case.order = order
+            if case.group == "global_discount":
+                # The Discount button, "Global Discount": Odoo adds negative lines.
+                wizard = self.env["sale.order.discount"].create(
+                    {"sale_order_id": order.id, "discount_type": "so_discount", "discount_percentage": 0.1}
+                )
+                wizard.action_apply_discount()
+        orders.mapped("order_line.price_total")
+        orders.mapped("amount_total")
+        self.env.flush_all()
 
     # ------------------------------------------------------------------ the queue
     def _drain_queue(self):
@@ -265,6 +301,29 @@ class FiscalCorpusMixin:
         self.fail("the queue did not drain")
 
     # ------------------------------------------------------------------ checks
+    def _odoo_amounts(self, order):
+        """Odoo's own amounts of the lines a document carries, from its tax engine: [(subtotal, total,
+        quantity, discount)] with the company's rounding and the negative lines dispatched onto the lines
+        of the same taxes; None when a negative line has no such line."""
+        AccountTax = self.env["account.tax"]
+        base_lines = [line._prepare_base_line_for_taxes_computation() for line in self._odoo_lines(order)]
+        for base_line in base_lines:
+            base_line["special_type"] = "global_discount" if base_line["price_unit"] < 0 else False
+        AccountTax._add_tax_details_in_base_lines(base_lines, self.company)
+        AccountTax._round_base_lines_tax_details(base_lines, self.company)
+        if any(bl["special_type"] for bl in base_lines):
+            base_lines = AccountTax._dispatch_global_discount_lines(base_lines, self.company)
+            AccountTax._squash_global_discount_lines(base_lines, self.company)
+            if any(bl["special_type"] for bl in base_lines):
+                return None
+        amounts = []
+        for base_line in base_lines:
+            details = base_line["tax_details"]
+            subtotal = _dec(details["total_excluded_currency"] + details["delta_total_excluded_currency"])
+            vat = sum(_dec(t["tax_amount_currency"]) for t in details["taxes_data"])
+            amounts.append((subtotal, subtotal + vat, base_line["quantity"], base_line["discount"]))
+        return amounts
+
     def _odoo_lines(self, order):
         return order.order_line.filtered(lambda ln: not ln.display_type and ln.product_uom_qty)
 
@@ -274,14 +333,14 @@ class FiscalCorpusMixin:
         return match
 
     def _reason(self, case):
-        if case.group.startswith("rule:"):
-            return case.group[5:]
-        if case.rounding == "round_globally":
-            return "round_globally"
         inclusive = any(case.order.order_line.tax_ids.mapped("price_include"))
-        return "vat_inclusive" if inclusive else case.group
+        why = "round_globally" if case.rounding == "round_globally" else "vat_inclusive" if inclusive else case.group
+        if case.refusal == "vat_per_line":
+            return f"vat_per_line[{why}]"
+        return case.refusal or why
 
-    def _check_refused_before_sending(self, case, doc, needle):
+    def _check_refused_before_sending(self, case, doc, needle=None):
+        needle = needle or {"zero_total": "a sale worth nothing needs no fiscal document"}[case.refusal]
         self.assertEqual(doc.state, "error", f"{case}: {doc.last_error}")
         self.assertIn(needle, doc.last_error, case)
         self.assertFalse(self._remote(doc), f"{case}: refused before sending, nothing at the provider")
@@ -290,31 +349,49 @@ class FiscalCorpusMixin:
         started = time.monotonic()
         rng = random.Random(SEED)
         cases = self._generate(rng)
-        self._create_orders(cases)
-        for case in cases:
-            self._predict(case)
         self.sim.reset()
-        orders = self.env["sale.order"].concat(*(case.order for case in cases))
-        orders.action_confirm()
-        self.assertEqual(self.sim.requests, [], "confirming only queues")
-        self._drain_queue()
+        # A company has one rounding method: its orders are computed and issued under it.
+        for rounding in ("round_per_line", "round_globally"):
+            batch = [case for case in cases if case.rounding == rounding]
+            self.company.tax_calculation_rounding_method = rounding
+            self._create_orders(batch)
+            for case in batch:
+                case.amounts = self._odoo_amounts(case.order)  # under the company's rounding method
+                if case.order.currency_id.is_zero(case.order.amount_total):
+                    case.expect, case.refusal = "rule", "zero_total"  # nothing to invoice: not issued
+                else:
+                    self._predict(case)
+            requests = len(self.sim.requests)
+            orders = self.env["sale.order"].concat(*(case.order for case in batch))
+            orders.action_confirm()
+            self.assertEqual(len(self.sim.requests), requests, "confirming only queues")
+            self._drain_queue()
+        self.company.tax_calculation_rounding_method = "round_per_line"
         outcomes = Counter()
         for case in cases:
             doc = case.order.fiscal_document_id
             self.assertTrue(doc, case)
-            if case.expect == "match":
+            if case.expect == "match" or (case.expect == "match_or_vat" and doc.state == "issued"):
                 self._check_match(case, doc)
                 outcomes["matched"] += 1
-            elif case.expect == "rule":
+            elif case.expect in ("rule", "match_or_vat"):
+                if case.expect == "match_or_vat":
+                    case.refusal = "vat_per_line"
                 self._check_rule(case, doc)
                 outcomes["planted" if case.planted else "refused"] += 1
+                case.refused = not case.planted
             else:
                 self._check_guard(case, doc)
                 outcomes["planted" if case.planted else "refused"] += 1
+                case.refused = not case.planted
                 if not case.planted:
                     outcomes["refused_at_guard"] += 1
+        self.assertEqual(self.sim.ties, [], "no line amount was ever sent on a half-cent tie")
+        for group in ("acceptance", "global_discount", "negative"):
+            issued = [c for c in cases if c.group == group and c.order.fiscal_document_id.state == "issued"]
+            self.assertTrue(issued, f"{group} sales are issued")
         planted = sum(case.planted for case in cases)
-        by_group = Counter(self._reason(case) for case in cases if case.expect != "match" and not case.planted)
+        by_group = Counter(self._reason(case) for case in cases if case.refused)
         print(  # the summary line the resolution note quotes
             f"\n[fiscal corpus] {self.sim.label.replace(' simulator', '')} (seed {SEED}): "
             f"{len(cases)} cases, {outcomes['matched']} matched to the cent, "
@@ -328,8 +405,9 @@ class FiscalCorpusMixin:
         self.assertGreater(outcomes["matched"], len(cases) * 0.7, "most of the corpus is issued")
         return cases, outcomes
 
-    def test_down_payment_deduction_is_refused_before_sending(self):
-        """A final invoice deducting a down payment has a negative line: refused, with what to do."""
+    def test_down_payment_deduction_is_dispatched(self):
+        """A final invoice deducting a down payment has a negative line: it is spread over the lines of
+        the same tax (Odoo's dispatch), and the document shows Odoo's total."""
         self.account.trigger = "invoice_post"
         case = Case(0, "down_payment", [(self.goods[1], 4, 25.0, 0.0, self.tax_23, None)])
         order = self.env["sale.order"].create(self._order_vals(case))
@@ -346,10 +424,10 @@ class FiscalCorpusMixin:
         final.action_post()
         self._drain_queue()
         doc = final._fiscal_documents()
-        self.assertEqual(doc.state, "error")
-        self.assertIn("deducts a down payment", doc.last_error)
-        self.assertIn("credit note for the down-payment invoice", doc.last_error)
-        self.assertFalse(self._remote(doc), "nothing sent")
+        self.assertEqual(doc.state, "issued", doc.last_error)
+        self.assertEqual(_dec(doc.remote_total), _dec(final.amount_total))
+        (remote,) = self._remote(doc)
+        self.assertEqual(len(remote["items"]), 1, "the deduction is not a line of its own")
 
 
 @tagged("post_install", "-at_install", "fiscal_corpus")
@@ -395,25 +473,33 @@ class TestFiscalCorpusInvoiceXpress(FiscalCorpusMixin, FiscalTestCommon):
             if (d.get("reference") or "") == doc.reference or (d.get("reference") or "").endswith(" " + doc.reference)
         ]
 
-    def _ix_rate(self, line):
-        tax = line.tax_ids
-        return IX_DEFAULT_RATE if tax.fiscal_tax_name not in self.sim.taxes else Decimal(str(tax.amount))
-
     def _predict(self, case):
-        """What InvoiceXpress will total: each line's tax-excluded subtotal (the mapping gives back
-        Odoo's exactly) plus its VAT rounded per line, at the rate of the tax name it receives."""
-        if case.group.startswith("rule:"):
+        """InvoiceXpress computes each line from a tax-excluded price, rounds quantity x price, then the
+        discount, then VAT per line. The mapping gives back every line's tax-excluded amount, so a sale at
+        tax-excluded prices rounded per line is always issued. With VAT-inclusive prices, rounding
+        globally or a dispatched discount, Odoo's VAT per rate need not be the sum of per-line roundings:
+        the provider moves a cent of base between lines of a rate when that gives Odoo's VAT, and
+        refuses the rest before sending, naming the tax (judged on the outcome, figures checked)."""
+        if case.group == "rule:two_exemptions":
+            case.expect, case.refusal = "rule", "two_exemptions"
+            return
+        if case.group == "planted:unknown_tax":
             case.expect = "rule"
             return
-        total = Decimal(0)
-        for line in self._odoo_lines(case.order):
-            subtotal = _dec(line.price_subtotal)
-            total += subtotal + _dec(subtotal * self._ix_rate(line) / 100)
-        case.provider_total = total
-        matches = total == _dec(case.order.amount_total)
-        case.expect = "match" if matches else "guard"
-        if case.planted:
-            self.assertFalse(matches, f"{case}: the planted mismatch must be one")
+        if case.group == "planted:vat_inclusive":
+            case.expect = "rule"
+            return
+        amounts = case.amounts
+        if amounts is None:
+            case.expect, case.refusal = "rule", "negative"
+            return
+        lines = self._odoo_lines(case.order)
+        simple = (
+            case.rounding == "round_per_line"
+            and not any(lines.tax_ids.mapped("price_include"))
+            and not any(line.price_unit < 0 for line in lines)
+        )
+        case.expect = "match" if simple else "match_or_vat"
 
     def _check_match(self, case, doc):
         order = case.order
@@ -421,44 +507,50 @@ class TestFiscalCorpusInvoiceXpress(FiscalCorpusMixin, FiscalTestCommon):
         remote = self._remote(doc)
         self.assertEqual([self.adapter.status(d) for d in remote], ["final"], f"{case}: exactly one final document")
         (final,) = remote
+        # The document is Odoo's: total, tax-excluded amount and VAT.
         self.assertEqual(_dec(final["total"]), _dec(order.amount_total), case)
+        self.assertEqual(_dec(final["before_taxes"]), _dec(order.amount_untaxed), case)
+        self.assertEqual(_dec(final["taxes"]), _dec(order.amount_tax), case)
         self.assertEqual(_dec(doc.remote_total), _dec(order.amount_total), case)
         self.assertEqual(final["currency"], "Euro" if order.currency_id.name == "EUR" else order.currency_id.name)
-        lines = self._odoo_lines(order)
-        self.assertEqual(len(final["items"]), len(lines), case)
-        for item, line in zip(final["items"], lines, strict=True):
-            # The tax-excluded subtotal of every line is Odoo's, VAT-inclusive prices included.
-            self.assertEqual(_dec(item["subtotal"]), _dec(line.price_subtotal), (case, line.name))
-            if case.rounding == "round_per_line" and not line.tax_ids.price_include:
-                self.assertEqual(_dec(item["tax_amount"]), _dec(line.price_tax), (case, line.name))
-        exemptions = {line.tax_ids.fiscal_exemption_code for line in lines if not line.tax_ids.amount}
+        amounts = case.amounts
+        self.assertEqual(len(final["items"]), len(amounts), case)
+        exact = case.expect == "match"
+        for item, (subtotal, total, _qty, _discount) in zip(final["items"], amounts, strict=True):
+            # Every line's tax-excluded amount is Odoo's (a cent or two moved between lines of one rate
+            # when Odoo's VAT for the rate needs it, never for a sale at tax-excluded prices per line).
+            gap = abs(_dec(item["subtotal"]) - subtotal)
+            self.assertLessEqual(gap, Decimal(0) if exact else Decimal("0.02"), (case, item))
+            if exact:
+                self.assertEqual(_dec(item["subtotal"]) + _dec(item["tax_amount"]), total, (case, item))
+        exemptions = {
+            line.tax_ids._fiscal_exemption_code() for line in self._odoo_lines(order) if not line.tax_ids.amount
+        }
         self.assertEqual(final["tax_exemption"], exemptions.pop() if exemptions else None, case)
 
     def _check_rule(self, case, doc):
-        needle = {
-            "rule:negative": "credit note",
-            "rule:global_discount": "On All Order Lines",
-            "rule:two_exemptions": "one VAT exemption reason per document",
-        }[case.group]
+        if case.group == "planted:unknown_tax":
+            needle = "has no name at InvoiceXpress"
+        elif case.group == "planted:vat_inclusive" or case.refusal == "vat_per_line":
+            needle = "InvoiceXpress computes VAT line by line"
+            match = IX_VAT_RE.search(doc.last_error or "")
+            self.assertTrue(match, f"{case}: both figures: {doc.last_error}")
+            self.assertNotEqual(_dec(match.group(1)), _dec(match.group(2)), case)
+        else:
+            needle = {"two_exemptions": "one VAT exemption reason per document", "negative": "credit note"}.get(
+                case.refusal
+            )
         self._check_refused_before_sending(case, doc, needle)
 
     def _check_guard(self, case, doc):
-        """Stopped at the draft: nothing final, both figures in the error."""
-        self.assertEqual(doc.state, "error", case)
-        self.assertIn(doc.error_kind, ("rejected", "totals"), case)
-        self.assertTrue(doc.totals_mismatch, case)
-        self.assertEqual([self.adapter.status(d) for d in self._remote(doc)], ["draft"], f"{case}: nothing final")
-        odoo, remote = self._error_figures(doc, IX_GUARD_RE).groups()
-        self.assertEqual(_dec(odoo), _dec(case.order.amount_total), case)
-        self.assertEqual(_dec(remote), case.provider_total, case)
+        self.fail(f"{case}: InvoiceXpress documents are refused before sending, never at the draft")
 
     def test_corpus(self):
         cases, _outcomes = self._run_corpus()
-        foreign = [c for c in cases if c.currency != "EUR" and c.expect == "match"]
+        issued = [c for c in cases if c.order.fiscal_document_id.state == "issued"]
+        foreign = [c for c in issued if c.currency != "EUR"]
         self.assertTrue(foreign, "some foreign-currency sales are issued")
-        inclusive = [
-            c for c in cases if c.expect == "match" and any(c.order.order_line.tax_ids.mapped("price_include"))
-        ]
+        inclusive = [c for c in issued if any(c.order.order_line.tax_ids.mapped("price_include"))]
         self.assertTrue(inclusive, "some VAT-inclusive sales are issued")
 
 
@@ -469,7 +561,8 @@ class TestFiscalCorpusVendus(FiscalCorpusMixin, FiscalTestCommon):
 
     def _generate_specific(self, rng, add):
         # Rule: Vendus issues in euros only, refused before anything is sent.
-        for currency in ("GBP", self.company.currency_id.name, "GBP", self.company.currency_id.name):
+        other = self.company.currency_id.name if self.company.currency_id.name != "EUR" else "GBP"
+        for currency in ("GBP", other, "GBP", other):
             add("rule:not_eur", self._random_lines(rng), currency=currency)
         # Planted: a quantity so large that no 4-decimal VAT-inclusive price gives the line total back.
         for _ in range(4):
@@ -486,18 +579,21 @@ class TestFiscalCorpusVendus(FiscalCorpusMixin, FiscalTestCommon):
         return [d for d in self.adapter.all_docs() if d.get("external_reference") == doc.reference]
 
     def _predict(self, case):
-        """What Vendus will total: each line's VAT-inclusive total (the mapping gives Odoo's, and the
-        provider picks the 4-decimal VAT-inclusive price that gives it back, when there is one)."""
-        if case.group.startswith("rule:"):
-            case.expect = "rule"
+        """What Vendus will total: each line's VAT-inclusive total as Odoo books it (the mapping gives it,
+        and the provider picks the 4-decimal VAT-inclusive price, off any half-cent tie, that gives it
+        back, when there is one), whatever the rounding method; negative lines dispatched."""
+        if case.group == "rule:not_eur":
+            case.expect, case.refusal = "rule", "not_eur"
+            return
+        amounts = case.amounts
+        if amounts is None:
+            case.expect, case.refusal = "rule", "negative"
             return
         reachable = True
-        total = Decimal(0)
-        for line in self._odoo_lines(case.order):
-            share = Decimal(str(line.product_uom_qty)) * (1 - Decimal(str(line.discount)) / 100)
-            reachable &= _gross_reachable(_dec(line.price_total), share)
-            total += _dec(line.price_total)
-        matches = reachable and total == _dec(case.order.amount_total)
+        for _subtotal, total, qty, discount in amounts:
+            share = Decimal(str(qty)) * (1 - Decimal(str(discount)) / 100)
+            reachable &= _gross_reachable(total, share)
+        matches = reachable and sum(total for _s, total, _q, _d in amounts) == _dec(case.order.amount_total)
         case.expect = "match" if matches else "guard"
         if case.planted:
             self.assertFalse(matches, f"{case}: the planted mismatch must be one")
@@ -510,20 +606,16 @@ class TestFiscalCorpusVendus(FiscalCorpusMixin, FiscalTestCommon):
         (final,) = remote
         self.assertEqual(Decimal(final["amount_gross"]), _dec(order.amount_total), case)
         self.assertEqual(_dec(doc.remote_total), _dec(order.amount_total), case)
-        lines = self._odoo_lines(order)
-        self.assertEqual(len(final["items"]), len(lines), case)
-        for item, line in zip(final["items"], lines, strict=True):
-            # Every line's VAT-inclusive total is Odoo's, and so is its net (tax-excluded) total.
-            self.assertEqual(Decimal(item["amounts"]["gross_total"]), _dec(line.price_total), (case, line.name))
-            if case.rounding == "round_per_line":
-                self.assertEqual(Decimal(item["amounts"]["net_total"]), _dec(line.price_subtotal), (case, line.name))
+        amounts = case.amounts
+        self.assertEqual(len(final["items"]), len(amounts), case)
+        for item, (subtotal, total, _qty, _discount) in zip(final["items"], amounts, strict=True):
+            # Every line's VAT-inclusive total is Odoo's, and (VAT rounded per line) so is its net total.
+            self.assertEqual(Decimal(item["amounts"]["gross_total"]), total, (case, item))
+            if case.rounding == "round_per_line" and case.group not in ("negative", "global_discount"):
+                self.assertEqual(Decimal(item["amounts"]["net_total"]), subtotal, (case, item))
 
     def _check_rule(self, case, doc):
-        needle = {
-            "rule:negative": "credit note",
-            "rule:global_discount": "On All Order Lines",
-            "rule:not_eur": "Vendus issues documents in EUR only",
-        }[case.group]
+        needle = {"negative": "credit note", "not_eur": "Vendus issues documents in EUR only"}.get(case.refusal)
         self._check_refused_before_sending(case, doc, needle)
 
     def _check_guard(self, case, doc):
@@ -537,3 +629,31 @@ class TestFiscalCorpusVendus(FiscalCorpusMixin, FiscalTestCommon):
 
     def test_corpus(self):
         self._run_corpus()
+
+
+class PortugueseChartMixin:
+    """The same corpus on a company set up with Odoo's Portuguese chart (l10n_pt: euros, its sale
+    taxes mapped by default, "Round globally" and "Round per line" both), smaller. Needs l10n_pt in
+    the database; it is not in the CI template, because l10n_pt brings base_vat, whose VAT check
+    refuses the deliberately invalid tax ids other test modules create: run it on a database with
+    l10n_pt (docs/mapping-rules.md §17 has its figures)."""
+
+    chart_template = "pt"
+    normal_cases = 40
+    round_globally_cases = 20
+
+    @classmethod
+    def setUpClass(cls):
+        if "l10n_pt" not in Registry(get_db_name())._init_modules:
+            raise unittest.SkipTest("Odoo's Portuguese chart (l10n_pt) is not installed in this database")
+        super().setUpClass()
+
+
+@tagged("post_install", "-at_install", "fiscal_corpus")
+class TestFiscalCorpusPortugueseChartInvoiceXpress(PortugueseChartMixin, TestFiscalCorpusInvoiceXpress):
+    pass
+
+
+@tagged("post_install", "-at_install", "fiscal_corpus")
+class TestFiscalCorpusPortugueseChartVendus(PortugueseChartMixin, TestFiscalCorpusVendus):
+    pass

@@ -1,6 +1,7 @@
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ..models.fiscal_mapping import PT_PROVIDERS
 from ..models.fiscal_provider_account import DOCUMENT_TYPES
 
 
@@ -44,7 +45,12 @@ class FiscalIssueWizard(models.TransientModel):
             if record is not None and not wizard.account_id:
                 wizard.account_id = record.fiscal_account_id
             wizard.document_type = wizard.account_id.document_type or "invoice"
-            if record is not None and record._name == "account.move":
+            if wizard.account_id.provider in PT_PROVIDERS:
+                # Portugal: dated the day it is issued (the company's day); the sale's date is its supply date.
+                wizard.invoice_date = self.env["fiscal.mapping"]._company_today(wizard.company_id)
+                if record is not None and record._name == "account.move":
+                    wizard.due_date = max(record.invoice_date_due or wizard.invoice_date, wizard.invoice_date)
+            elif record is not None and record._name == "account.move":
                 wizard.invoice_date = record.invoice_date or wizard.invoice_date
                 wizard.due_date = record.invoice_date_due
             elif not wizard.due_date:
@@ -68,6 +74,12 @@ class FiscalIssueWizard(models.TransientModel):
             )
         if self.due_date and self.due_date < self.invoice_date:
             raise UserError(self.env._("The due date cannot be before the invoice date."))
+        if self.account_id.provider in PT_PROVIDERS:
+            problem = self.env["fiscal.mapping"]._pt_date_problem(
+                self.account_id, self.document_type, self.invoice_date
+            )
+            if problem:
+                raise UserError(problem)
         if record._name == "sale.order" and record.state != "sale":
             raise UserError(self.env._("Confirm the order before issuing its fiscal document."))
         if record._name == "account.move" and (record.state != "posted" or record.move_type != "out_invoice"):

@@ -621,6 +621,14 @@ def json_decimal(value):
     return number if number.is_finite() else None
 
 
+def pt_today():
+    """Today in Portugal (mainland): what the Portuguese services call "today" for a document date."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.now(ZoneInfo("Europe/Lisbon")).date()
+
+
 # Number helpers of the simulators. The addon has its own (fiscal_invoice_connector/providers/
 # numbers.py) and these are NOT imported from there on purpose: a simulator plays the other side
 # of the contract, and an arithmetic bug shared by a client and its simulator would make both

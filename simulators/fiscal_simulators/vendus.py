@@ -57,6 +57,7 @@ from ._server import (
     build_pdf,
     json_decimal,
     positive_int,
+    pt_today,
     saft_chain_hash,
     saft_printed_hash,
     serve_until_signal,
@@ -213,6 +214,7 @@ class VendusSimulator(SimulatorServer):
         self._next_product_id = 9_000_001
         self.documents = {}  # id -> stored document (public fields + "_"-prefixed internals)
         self.clients = {}  # fiscal_id -> client
+        self.ties = []  # VAT-inclusive line totals that landed on a half-cent tie (see _line_amounts)
         self._series = {}  # (type, mode, serie, year) -> {"number", "last_date", "hash"}
         # Test and normal documents are numbered apart, ids included (the SDK shows small test ids).
         self._next_id = {"normal": 18_000_001, "tests": 90_001}
@@ -495,11 +497,15 @@ class VendusSimulator(SimulatorServer):
                 out.append({"id": method["id"], "title": method["title"], "amount": _money(amount)})
         return out
 
-    @staticmethod
-    def _line_amounts(line):
-        """VAT-inclusive total half-up to cents; net total = gross / (1 + rate), half-up to cents."""
+    def _line_amounts(self, line):
+        """VAT-inclusive total half-up to cents; net total = gross / (1 + rate), half-up to cents.
+        How the real service breaks an exact half-cent tie of the gross total is unknown [?]: such
+        totals are recorded in ``ties`` so that tests can insist a client never sends one."""
         divisor = 1 + Decimal(TAXES[line["tax_id"]]) / 100
-        gross_total = _money(line["gross_unit"] * line["qty"] * (1 - line["discount"] / 100))
+        exact = line["gross_unit"] * line["qty"] * (1 - line["discount"] / 100)
+        if (exact * 100) % 1 == Decimal("0.5") and exact not in self.ties:
+            self.ties.append(exact)
+        gross_total = _money(exact)
         return gross_total, _money(gross_total / divisor), _money(line["gross_unit"] / divisor)
 
     def _prepare_sale(self, data, doc_type, doc_date, errors):
@@ -521,6 +527,19 @@ class VendusSimulator(SimulatorServer):
         if doc_type in PAID_ON_ISSUE and paid < gross:
             errors.append(f"O valor pago ({_fmt(paid)}) é inferior ao total do documento ({_fmt(gross)})")
         return {"client": client, "lines": lines, "payments": payments, "due": due}
+
+    def _check_fs_limit(self, data, prepared, errors):
+        """Art. 40 CIVA: a simplified invoice up to 1000 EUR for a final consumer (no client fiscal id),
+        100 EUR otherwise. [?] whether and how Vendus enforces it (the AT does)."""
+        client = data.get("client") if isinstance(data.get("client"), dict) else {}
+        consumer = _text(client.get("fiscal_id")) in ("", FINAL_CONSUMER_NIF)
+        limit = Decimal(1000 if consumer else 100)
+        total = sum((self._line_amounts(line)[0] for line in prepared["lines"]), Decimal(0))
+        if total > limit:
+            errors.append(
+                f"Uma fatura simplificada não pode exceder {_fmt(limit)} € "
+                f"({'consumidor final' if consumer else 'cliente com NIF'}); total {_fmt(total)} €"
+            )
 
     def _prepare_credit(self, data, mode, errors):
         if not _text(data.get("notes")):
@@ -643,8 +662,13 @@ class VendusSimulator(SimulatorServer):
             date_supply = _parse_date(data.get("date_supply"))
             if date_supply is None:
                 errors.append("Data de fornecimento inválida (AAAA-MM-DD)")
+        if doc_date > pt_today():
+            # [?] wording; a fiscal document cannot be dated in the future (art. 36 CIVA, DL 28/2019).
+            errors.append(f"A data do documento ({doc_date.isoformat()}) não pode ser posterior à data atual")
         if doc_type in INVOICE_TYPES:
             prepared = self._prepare_sale(data, doc_type, doc_date, errors)
+            if doc_type == "FS" and prepared:
+                self._check_fs_limit(data, prepared, errors)
         elif doc_type == "NC":
             prepared = self._prepare_credit(data, mode, errors)
         else:

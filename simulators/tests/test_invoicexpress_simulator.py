@@ -1,11 +1,13 @@
 """The InvoiceXpress simulator, exercised through raw HTTP like any client would."""
 
+import datetime
 import os
 import selectors
 import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 
 import pytest
 import requests
@@ -246,10 +248,12 @@ def test_update_replaces_a_draft_only(ix_sim):
 
 def test_credit_note_owner_must_be_a_final_document(ix_sim):
     draft = create(ix_sim)
-    response = call(ix_sim, "POST", "/credit_notes.json", {"invoice": invoice_data(owner_invoice_id=draft["id"])})
+    response = call(
+        ix_sim, "POST", "/credit_notes.json", {"invoice": invoice_data(owner_invoice_id=draft["id"], observations="x")}
+    )
     assert response.status_code == 422
     original = finalized(ix_sim, reference="INV/FINAL")
-    note = create(ix_sim, "credit_notes", owner_invoice_id=original["id"], reference="NC/1")
+    note = create(ix_sim, "credit_notes", owner_invoice_id=original["id"], reference="NC/1", observations="Devolução")
     assert note["owner_invoice_id"] == original["id"] and note["type"] == "CreditNote"
 
 
@@ -278,7 +282,7 @@ def test_transitions(ix_sim):
     assert change_state(ix_sim, "invoices", doc["id"], "settled").json()["invoice"]["status"] == "settled"
     assert change_state(ix_sim, "invoices", doc["id"], "unsettled").status_code == 422
     assert change_state(ix_sim, "invoices", doc["id"], "canceled", "x").status_code == 422  # settled invoice
-    note = finalized(ix_sim, "credit_notes", owner_invoice_id=doc["id"])
+    note = finalized(ix_sim, "credit_notes", owner_invoice_id=doc["id"], observations="Devolução")
     assert change_state(ix_sim, "credit_notes", note["id"], "settled").status_code == 200
     assert change_state(ix_sim, "credit_notes", note["id"], "unsettled").json()["credit_note"]["status"] == "final"
 
@@ -639,3 +643,49 @@ def test_cli_serves_until_sigterm_without_printing_the_key():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ---------------------------------------------------------------------------
+# As strict as the service and the law (issue 13): what the real InvoiceXpress refuses.
+
+
+def test_credit_note_needs_its_owner_and_its_reason(ix_sim):
+    response = call(ix_sim, "POST", "/credit_notes.json", {"invoice": invoice_data()})
+    assert response.status_code == 422
+    assert errors(response) == ["Owner invoice can't be blank", "Observations can't be blank"]
+
+
+def test_future_date_is_refused(ix_sim):
+    tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).strftime("%d/%m/%Y")
+    response = call(ix_sim, "POST", "/invoices.json", {"invoice": invoice_data(date=tomorrow, due_date=tomorrow)})
+    assert response.status_code == 422 and "Date can't be in the future" in errors(response)
+
+
+def test_foreign_currency_needs_its_rate(ix_sim):
+    response = call(ix_sim, "POST", "/invoices.json", {"invoice": invoice_data(currency_code="USD")})
+    assert response.status_code == 422 and errors(response) == ["Rate can't be blank"]
+    doc = create(ix_sim, currency_code="USD", rate="0.91")
+    assert doc["currency"] == "USD" and doc["rate"] == 0.91
+
+
+def test_simplified_invoice_limits(ix_sim):
+    """Art. 40 CIVA: 1000 EUR to a final consumer, 100 EUR to a customer with a fiscal id."""
+    items = [{"name": "X", "unit_price": "90", "quantity": "1", "tax": {"name": "IVA23"}}]
+    with_nif = create(ix_sim, "simplified_invoices", items=items)  # 110.70 EUR
+    assert with_nif["client"]["fiscal_id"]
+    assert change_state(ix_sim, "simplified_invoices", with_nif["id"], "finalized").status_code == 422
+    consumer = create(ix_sim, "simplified_invoices", items=items, client={"name": "Consumidor final", "code": "CF"})
+    assert change_state(ix_sim, "simplified_invoices", consumer["id"], "finalized").status_code == 200
+
+
+def test_series_not_communicated_has_no_atcud(ix_sim):
+    ix_sim.series_communicated = False
+    doc = finalized(ix_sim)
+    assert doc["atcud"] == "N/D"
+
+
+def test_line_amounts_on_a_half_cent_are_recorded(ix_sim):
+    """quantity x price is rounded, then the discount: 3 x 15.90 = 47.70, 5 % of it is 2.385, a tie."""
+    items = [{"name": "X", "unit_price": "15.9", "quantity": "3", "discount": "5", "tax": {"name": "IVA23"}}]
+    create(ix_sim, items=items)
+    assert ix_sim.ties == [Decimal("2.385")]
