@@ -175,7 +175,13 @@ class FiscalDocument(models.Model):
         [("none", "Not needed"), ("pending", "Pending"), ("done", "Attached")], default="none", readonly=True
     )
     email_state = fields.Selection(
-        [("none", "Not requested"), ("pending", "Pending"), ("sent", "Sent"), ("unknown", "Check at provider")],
+        [
+            ("none", "Not requested"),
+            ("pending", "Pending"),
+            ("sending", "Sending"),
+            ("sent", "Sent"),
+            ("unknown", "Check at provider"),
+        ],
         default="none",
         readonly=True,
         help="Check at provider: the request left and its answer was lost; it is never sent twice.",
@@ -460,7 +466,7 @@ class FiscalDocument(models.Model):
             "|",
             "|",
             ("pdf_state", "=", "pending"),
-            ("email_state", "=", "pending"),
+            ("email_state", "in", ("pending", "sending")),
             ("settle_state", "=", "pending"),
         ]
 
@@ -611,8 +617,12 @@ class FiscalDocument(models.Model):
             doc = by_id[job.doc_id]
             doc._guarded(leases[doc.id], doc._checkpoint_job, job)
 
+        def intent(job, step):
+            doc = by_id[job.doc_id]
+            return bool(doc._guarded(leases[doc.id], doc._record_intent, job, step))
+
         try:
-            Pipeline(make_client, concurrency, limiters, checkpoint=checkpoint).run(jobs)  # no ORM in there
+            Pipeline(make_client, concurrency, limiters, checkpoint=checkpoint, intent=intent).run(jobs)
         except Exception as e:  # noqa: BLE001 - a bug in the engine: every job says so, nothing is lost
             _logger.exception("Fiscal engine: unexpected error")
             for job in jobs:
@@ -648,6 +658,13 @@ class FiscalDocument(models.Model):
             self.write({"state": "dropped", "lease_token": False})
             self._post_on_sources(self.env._("Queued fiscal document dropped: nothing had been sent."))
             return None
+        if self.email_state == "sending":
+            # A worker recorded that it was sending the e-mail and died before recording the
+            # answer: it may have gone. Never sent twice.
+            self._email_unknown(
+                self.partner_id.email,
+                self.env._("the worker sending it stopped before recording the provider's answer"),
+            )
         original = self.related_document_id
         if operation == "issue" and original and original.state != "issued":
             if original.state in ("to_send", "sending"):
@@ -757,8 +774,12 @@ class FiscalDocument(models.Model):
         ):
             # The intent was recorded, but no create request left: nothing can exist.
             self.write({"create_sent": False, "state": "to_send"})
+        if self.email_state == "sending" and not job.emailed and not job.email_unknown:
+            # The intent was recorded but the request did not go through (a known refusal, or
+            # never sent): the e-mail is still to send.
+            self.write({"email_state": "pending"})
         if job.email_unknown:
-            self._email_unknown(job, trace)
+            self._email_unknown(job.email[0] if job.email else None, str(job.error), trace)
             job.error = None
         if job.unknown:
             self._park(job.unknown, operation, trace)
@@ -837,15 +858,23 @@ class FiscalDocument(models.Model):
             self.write({"settle_state": "done"})
             self._post_on_sources(self.env._("Fiscal document %s marked as paid at the provider.", self.number))
 
-    def _email_unknown(self, job, trace):
+    def _record_intent(self, job, step):
+        """Committed before a call nobody can take back leaves (an e-mail): after a crash between
+        the call and its checkpoint, the next run finds "sending" and never sends it again."""
+        if step == "email" and self.email_state in ("none", "pending"):
+            self.write({"email_state": "sending"})
+            return True
+        return False
+
+    def _email_unknown(self, address, error, trace=None):
         """The e-mail request left and its answer was lost: it may have been sent. Never twice."""
-        message = self._redact(str(job.error))
+        message = self._redact(error)
         self._log_attempt("issue", "unknown", client=trace, message=message)
         self.write({"email_state": "unknown"})
         text = self.env._(
             "The e-mail to %(email)s may or may not have been sent (%(error)s). It is not sent again "
             "automatically: check at the provider and send it from there if needed.",
-            email=job.email[0] if job.email else "-",
+            email=address or "-",
             error=message,
         )
         self._post_on_sources(text, error=True)

@@ -210,7 +210,7 @@ class _ThreadClients(threading.local):
 class Pipeline:
     """Runs planned jobs through the stages with ``concurrency`` threads."""
 
-    def __init__(self, make_client, concurrency=8, limiters=None, checkpoint=None):
+    def __init__(self, make_client, concurrency=8, limiters=None, checkpoint=None, intent=None):
         # account_id, ClientServices -> a new provider client (its class and config only)
         self.make_client = make_client
         self.concurrency = max(1, int(concurrency))
@@ -221,6 +221,9 @@ class Pipeline:
         # Called in the caller's thread as each job ends a stage, in completion order, so that
         # what the provider did is recorded at once: a crash then only redoes calls in flight.
         self.checkpoint = checkpoint
+        # job, step -> bool: record that a call nobody can take back is about to leave (e-mails),
+        # before it leaves; False: not recorded, so the call is not made.
+        self.intent = intent
         # An account's first contact is made by one job alone: a refused key costs one call.
         self.contact = threading.Condition()
         self.contacted = {}  # account_id -> "talking" (one job is on it) | "done" (it answered)
@@ -369,8 +372,15 @@ class Pipeline:
             for j in later:
                 j.error = j.failed_stage = None
             self._run(later, self._follow_ups, "follow-ups")
-        # Emails last, one checkpoint each: an email is the one step nobody can take back.
-        self._run([j for j in jobs if j.email and not j.emailed], self._email, "email")
+        # Emails last, one checkpoint each: an email is the one step nobody can take back. Its
+        # intent is recorded first: a worker killed after sending it and before its checkpoint
+        # leaves "sending", which the next run reads as "unknown" (never sent twice).
+        mailing = [j for j in jobs if self._will_email(j)]
+        if self.intent is not None:
+            for job in mailing:
+                if not self.intent(job, "email"):
+                    job.email = None
+        self._run([j for j in mailing if j.email], self._email, "email")
         # Stage 5: cancellations.
         self._run(cancels, self._cancel, "cancel")
         return jobs + cancels
@@ -471,6 +481,20 @@ class Pipeline:
         if job.settle and not job.settled:
             client.settle(job.kind, job.remote_id)
             job.settled = True
+
+    @staticmethod
+    def _will_email(job):
+        """The e-mail step would call the provider for this job."""
+        return bool(
+            job.email
+            and not job.emailed
+            and not job.email_unknown
+            and job.error is None
+            and not job.waiting
+            and not job.unknown
+            and job.mode != "draft"
+            and job.remote_state in ("final", "settled")
+        )
 
     def _email(self, client, job):
         if job.mode == "draft" or job.remote_state not in ("final", "settled"):

@@ -315,8 +315,8 @@ def test_related_documents_lists_receipts_and_notes(ix_sim):
     payment = {"partial_payment": {"payment_mechanism": "TB", "amount": "20", "payment_date": "15/01/2025",
                                    "note": "PAY-7"}}  # fmt: skip
     receipt = call(ix_sim, "POST", f"/documents/{doc['id']}/partial_payments.json", payment).json()["receipt"]
-    note = finalized(ix_sim, "credit_notes", owner_invoice_id=doc["id"])
-    create(ix_sim, "credit_notes", owner_invoice_id=doc["id"])  # a draft: not related yet
+    note = finalized(ix_sim, "credit_notes", owner_invoice_id=doc["id"], observations="Devolução do artigo")
+    create(ix_sim, "credit_notes", owner_invoice_id=doc["id"], observations="Rascunho")  # a draft: not related yet
     related = call(ix_sim, "GET", f"/document/{doc['id']}/related_documents.json").json()["documents"]
     assert [(d["id"], d["type"]) for d in related] == [(receipt["id"], "Receipt"), (note["id"], "CreditNote")]
     assert related[0]["note"] == "PAY-7"
