@@ -50,5 +50,9 @@ class FiscalDocument(models.Model):
                 raise UserError(str(e)) from None
         result = super().action_request_cancel(reason)
         if motive:
-            nfse.filtered(lambda doc: doc.state == "to_cancel").write({"cancel_motive": motive})
+            # As superuser, as the request itself (no user writes the outbox); also when the request
+            # was only recorded because a worker holds the document.
+            nfse.sudo().filtered(lambda doc: doc.state == "to_cancel" or doc.cancel_requested).write(
+                {"cancel_motive": motive}
+            )
         return result

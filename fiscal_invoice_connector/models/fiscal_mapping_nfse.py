@@ -22,7 +22,7 @@ from odoo import api, models
 from odoo.exceptions import UserError
 
 from ..providers import FiscalDocumentData, FiscalLine, FiscalService, brazil
-from .fiscal_mapping import _cents, _d
+from .fiscal_mapping import UNIT_PRICE_DIGITS, _cents, _d
 
 NFSE_PROVIDERS = ("enotas", "invoicy")
 DEFAULT_TIMEZONE = "America/Sao_Paulo"
@@ -105,6 +105,22 @@ class FiscalMapping(models.AbstractModel):
         return base_lines
 
     @api.model
+    def _nfse_unit_price(self, price_unit, quantity, discount, subtotal, digits):
+        """The unit price such that quantity x price less the discount, rounded half-up to the
+        cent, is Odoo's line subtotal (services carry no VAT-inclusive price): Odoo's own price
+        when it does, else the shortest one that does."""
+        price = _d(price_unit, UNIT_PRICE_DIGITS)
+        share = quantity * (1 - discount / 100)
+        if not share or _cents(price * share, digits) == subtotal:
+            return price
+        exact = subtotal / share
+        for places in range(digits, UNIT_PRICE_DIGITS + 1):
+            candidate = _cents(exact, places)
+            if _cents(candidate * share, digits) == subtotal:
+                return candidate
+        return _cents(exact, UNIT_PRICE_DIGITS)
+
+    @api.model
     def _nfse_lines_and_amounts(self, record, rows, currency):
         digits = currency.decimal_places
         details = {base_line["record"]: base_line for base_line in self._nfse_base_lines(record)}
@@ -120,8 +136,7 @@ class FiscalMapping(models.AbstractModel):
                 raise UserError(self._negative_line_message(row, price_unit, quantity, currency))
             subtotal = _cents(_d(row.price_subtotal, digits), digits)
             quantity, discount = _d(quantity, 6), _d(row.discount, 4)
-            none = self.env["account.tax"]
-            unit_price = self._unit_price(price_unit, quantity, discount, subtotal, none, 0, digits)
+            unit_price = self._nfse_unit_price(price_unit, quantity, discount, subtotal, digits)
             gross = _cents(quantity * unit_price, digits)
             services += gross
             for tax_data in details[row]["tax_details"]["taxes_data"] if row in details else []:

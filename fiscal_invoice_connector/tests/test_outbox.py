@@ -342,7 +342,9 @@ class TestEngineFencing(_UserMeanwhile, FiscalTestCommon):
         provider = self.env["fiscal.provider.account"]._get_provider_class(self.provider)
 
         def users_act():
-            self.as_user(paid.ids, lambda d: d._request_settle())
+            # The payment hook reaches the documents through _fiscal_documents() (sudo: no user
+            # writes the outbox); the cancellation is the user's own button.
+            self.as_user(paid.ids, lambda d: d.sudo()._request_settle())
             self.as_user(cancelled.ids, lambda d: d.action_request_cancel("Cliente desistiu"))
 
         called = self.on_first(provider, "finalize", users_act)
