@@ -209,7 +209,7 @@ class TestPortugalInvoiceXpress(PortugalRulesMixin, FiscalTestCommon):
         self.assertEqual((doc.state, doc.document_type), ("issued", "invoice_receipt"), doc.last_error)
         (final,) = self.final_at_provider(doc)
         self.assertEqual(final["type"], "InvoiceReceipt")
-        self.assertIn("above the 100 EUR a simplified invoice allows", self.chatter_text(doc))
+        self.assertIn("above the 100 EUR a simplified invoice allows", self.chatter_text(order))
 
     def test_invalid_nif_of_a_company_is_refused(self):
         self.customer.with_context(no_vat_validation=True).vat = "PT508000008"  # bad check digit
