@@ -320,7 +320,8 @@ SETUP_CODE = textwrap.dedent(
         eur.active = True
         eur_pricelist = env["product.pricelist"].create({"name": "EUR (prefork)", "currency_id": eur.id})
         br_service = {"service_description": "Consultoria em sistemas", "service_code": "1.07",
-                      "service_lc116": "1.07", "iss_rate": 2.0, "service_city_code": "3106200", "poll_interval": 1}
+                      "service_lc116": "1.07", "iss_rate": 2.0, "service_city_code": "3106200", "poll_interval": 1,
+                      "tax_regime": "simples"}
     for provider, spec in prefork.items():
         common = {"name": f"Prefork {provider}", "company_id": company.id, "provider": provider,
                   "base_url": spec["url"], "trigger": "order_confirm", "cancel_on_refund": True,
@@ -339,10 +340,12 @@ SETUP_CODE = textwrap.dedent(
         sales = []
         for index in range(spec["count"]):
             vals = {"partner_id": customer.id, "fiscal_account_id": account.id,
-                    "order_line": [Command.create({"product_id": product.id, "product_uom_qty": 1 + index % 2,
-                                                   "price_unit": 100.0})]}
+                    "order_line": [Command.create({"product_id": (product if customer == pt else service).id,
+                                                   "product_uom_qty": 1 + index % 2, "price_unit": 100.0})]}
             if provider == "vendus":
                 vals["pricelist_id"] = eur_pricelist.id  # Vendus issues in euros only
+            elif customer == br:
+                vals["pricelist_id"] = brl_pricelist.id  # an NFS-e: in reais, a service without added tax
             order = env["sale.order"].create(vals)
             order.action_confirm()
             doc = order.fiscal_document_id
