@@ -114,6 +114,55 @@ class PortugalWatchCases:
         self.env[action["res_model"]].with_context(action["context"]).create({}).action_issue()
         self.run_queue()
 
+    # -- item 1: the dates of a late issue (verification of the rules the deadline relies on) ------
+    def test_backfill_and_payment_issue_today_with_the_sale_date_as_supply_date(self):
+        """Sold on 1 July 2026: issued months later by the backfill, or when paid, the document is dated
+        the day it is issued and states 1 July as the date of supply."""
+        today = self.env["fiscal.mapping"]._company_today(self.company)
+        self.account.trigger = "manual"
+        with freeze_time("2026-07-01 10:00:00"):
+            backfilled = self.confirm(self.make_order(qty=1, price=10.0))
+        self.env["fiscal.backfill.wizard"].create(
+            {"account_id": self.account.id, "date_from": "2026-06-30", "date_to": "2026-07-02"}
+        ).action_enqueue()
+        self.run_queue()
+        doc = backfilled.fiscal_document_id
+        self.assertEqual(doc.state, "issued", doc.last_error)
+        (final,) = self.final_at_provider(doc)
+        self.assert_dates(final, today, "2026-07-01")
+
+        self.account.trigger = "payment"
+        with freeze_time("2026-07-01 10:00:00"):
+            invoice = self.invoice_and_post(self.confirm(self.make_order(qty=1, price=20.0)))
+        self.assertFalse(invoice._fiscal_documents(), "not before the payment")
+        self.pay(invoice)
+        self.run_queue()
+        doc = invoice._fiscal_documents()
+        self.assertEqual(doc.state, "issued", doc.last_error)
+        (final,) = self.final_at_provider(doc)
+        self.assert_dates(final, today, "2026-07-01")
+
+    def test_queued_date_before_the_series_is_refused_before_sending(self):
+        """Issue now dated two days ago, still queued when another document of the series is issued
+        today: refused before anything is sent (the wizard's check is made again when sending)."""
+        self.account.trigger = "manual"
+        today = self.env["fiscal.mapping"]._company_today(self.company)
+        early, late = (self.confirm(self.make_order(qty=1, price=10.0)) for _ in range(2))
+        for order, day in ((early, today - timedelta(days=2)), (late, today)):
+            action = order.action_issue_fiscal_now()
+            wizard = self.env[action["res_model"]].with_context(action["context"]).create({})
+            wizard.write({"invoice_date": day, "due_date": day})
+            wizard.action_issue()
+        early.fiscal_document_id.sudo().next_attempt = "2999-01-01 00:00:00"
+        self.run_queue()
+        self.assertEqual(late.fiscal_document_id.state, "issued", late.fiscal_document_id.last_error)
+        self.make_due(early.fiscal_document_id)
+        self.run_queue()
+        doc = early.fiscal_document_id
+        self.assertEqual(doc.state, "error")
+        self.assertIn("is before the last document of this series", doc.last_error)
+        self.assertFalse(self.sim_docs_for(doc), "nothing sent")
+
     # -- item 7: order vs books ---------------------------------------------------------------
     def order_of_two(self):
         other = self.make_product(self.tax_23, name="Rolha de cortiça", code="ROLHA-1")
@@ -192,7 +241,16 @@ class PortugalWatchCases:
 class TestPortugalWatchInvoiceXpress(PortugalWatchCases, FiscalTestCommon):
     provider = "invoicexpress"
 
+    def assert_dates(self, final, issued, supplied):
+        self.assertEqual(final["date"], issued.strftime("%d/%m/%Y"))
+        supplied = datetime.strptime(supplied, "%Y-%m-%d").strftime("%d/%m/%Y")
+        self.assertIn(f"Data de fornecimento: {supplied}", final["observations"])
+
 
 @tagged("post_install", "-at_install", "fiscal_portugal")
 class TestPortugalWatchVendus(PortugalWatchCases, FiscalTestCommon):
     provider = "vendus"
+
+    def assert_dates(self, final, issued, supplied):
+        self.assertEqual(final["date"], issued.isoformat())
+        self.assertEqual(final["date_supply"], supplied)
