@@ -102,7 +102,8 @@ class FiscalDocument(models.Model):
                         ("fiscal_deadline_checked", "=", False),
                         ("create_date", ">=", floor),
                         ("invoice_date", "<=", horizon),
-                        ("invoice_line_ids.sale_line_ids", "=", False),  # an order's invoice: its order is the sale
+                        # An order's invoice is not the sale: its order is.
+                        ("invoice_line_ids", "not any", [("sale_line_ids", "!=", False)]),
                         *not_issued,
                     ],
                     order="invoice_date, id",

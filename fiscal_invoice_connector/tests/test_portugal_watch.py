@@ -109,6 +109,37 @@ class PortugalWatchCases:
         self.assertIn("is invalid: fix it on the contact", activity.note)
         self.assertIn("Retry", activity.note)
 
+    def test_invoice_of_no_order_is_watched_and_an_order_s_invoice_is_not(self):
+        """An invoice made without an order is the sale; an order's invoice (even with a line of no order
+        line) is not: its order is watched."""
+        self.account.trigger = "manual"
+        self.env.cr.execute(
+            "UPDATE fiscal_provider_account SET create_date = '2026-01-01' WHERE id = %s", [self.account.id]
+        )
+        self.account.invalidate_recordset(["create_date"])
+        with freeze_time("2026-06-01 10:00:00"):
+            direct = self.env["account.move"].create(
+                {
+                    "move_type": "out_invoice",
+                    "partner_id": self.customer.id,
+                    "invoice_date": "2026-06-01",
+                    "currency_id": (self.pricelist.currency_id or self.company.currency_id).id,
+                    "invoice_line_ids": [
+                        Command.create({"product_id": self.product.id, "quantity": 1, "price_unit": 10.0})
+                    ],
+                }
+            )
+            direct.action_post()
+            order = self.confirm(self.make_order(qty=1, price=10.0))
+            billed = order._create_invoices()
+            billed.invoice_line_ids = [Command.create({"name": "Portes", "quantity": 1, "price_unit": 3.0})]
+            billed.action_post()
+        with freeze_time("2026-06-09 10:00:00"):
+            self.watch()
+        self.assertEqual(len(self.activities(direct, DEADLINE)), 1)
+        self.assertEqual(len(self.activities(order, DEADLINE)), 1)
+        self.assertFalse(self.activities(billed, DEADLINE), "the order is the sale, not its invoice")
+
     def issue_now(self, order):
         action = order.action_issue_fiscal_now()
         self.env[action["res_model"]].with_context(action["context"]).create({}).action_issue()
