@@ -30,6 +30,14 @@ BOOKS_ACTIVITY = "fiscal_invoice_connector.mail_activity_type_fiscal_books"
 class FiscalDocument(models.Model):
     _inherit = "fiscal.document"
 
+    books_reviewed = fields.Text(
+        "Difference handled",
+        readonly=True,
+        copy=False,
+        help="Order vs books: the differences with the order's invoices a user marked as handled (corrected "
+        "at the provider, or accepted). A new difference shows again.",
+    )
+
     # ------------------------------------------------------------------ legal deadline
     @api.model
     def _working_days(self, company, start, end):
@@ -240,6 +248,8 @@ class FiscalDocument(models.Model):
                     books=currency.round(books_total),
                 ),
             )
+        if lines and "; ".join(lines) == self.books_reviewed:
+            lines = []  # marked as handled, and nothing changed since
         return lines, fiscal_total, books_total, invoices
 
     def _books_message(self):
@@ -364,3 +374,27 @@ class AccountMove(models.Model):
         posted = super()._post(soft=soft)
         posted._fiscal_check_books()
         return posted
+
+    def action_fiscal_books_handled(self):
+        """The banner's button: the difference was corrected at the provider (or is accepted). Recorded
+        on the document (as superuser, after the user's rights on this invoice are checked) with who
+        said so; the banner and the reconciliation stop showing it until the invoices change again."""
+        self.ensure_one()
+        self._check_fiscal_action()
+        doc = self.sudo()._fiscal_main_candidates().filtered(lambda d: not d.move_id and d.state in ISSUED_STATES)
+        differences = doc[:1]._books_differences()[0] if doc else []
+        if not differences:
+            return True
+        doc = doc[:1].sudo()
+        doc.books_reviewed = "; ".join(differences)
+        body = self.env._(
+            "Difference with fiscal document %(number)s marked as handled by %(user)s: %(lines)s.",
+            number=doc.number or doc.reference,
+            user=self.env.user.name,
+            lines=doc.books_reviewed,
+        )
+        doc.message_post(body=body)
+        for move in doc.sale_order_id._fiscal_posted_invoices().filtered(lambda m: m.move_type == "out_invoice"):
+            move.sudo().message_post(body=body, subtype_xmlid="mail.mt_note")
+            move.sudo().activity_feedback([BOOKS_ACTIVITY], feedback=body)
+        return True

@@ -256,6 +256,21 @@ class PortugalWatchCases:
         self.assertIn("quantity 10.0 on the document, 8.0 invoiced", by_doc[doc].note)
         self.assertEqual(by_doc[same.fiscal_document_id].status, "match")
 
+        # Corrected at the provider by hand: marked as handled, the banner and the activity go, the
+        # report matches; another invoice of the order brings it back.
+        invoice.action_fiscal_books_handled()
+        invoice.invalidate_recordset(["fiscal_books_warning"])
+        self.assertFalse(invoice.fiscal_books_warning)
+        self.assertFalse(self.activities(invoice, BOOKS))
+        self.assertIn("marked as handled by", self.chatter_text(invoice))
+        report.action_compare()
+        self.assertEqual({line.document_id: line for line in report.line_ids}[doc].status, "match")
+        second = order._create_invoices() if order.invoice_status == "to invoice" else None
+        self.assertTrue(second, "2 bottles left to invoice")
+        second.action_post()
+        self.assertIn("(total 131.61)", second.fiscal_books_warning or "")
+        self.assertNotIn("quantity", second.fiscal_books_warning, "all 10 bottles are invoiced now")
+
     def test_document_issued_after_the_invoice_is_compared_when_issued(self):
         """The invoice is posted while the order's document still waits in the queue: compared once
         the document is issued."""
