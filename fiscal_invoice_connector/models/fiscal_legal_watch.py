@@ -27,6 +27,11 @@ DEADLINE_ACTIVITY = "fiscal_invoice_connector.mail_activity_type_fiscal_deadline
 BOOKS_ACTIVITY = "fiscal_invoice_connector.mail_activity_type_fiscal_books"
 
 
+def _figure(currency, amount):
+    """An amount as the documents print it: the currency's decimals, no symbol."""
+    return f"{currency.round(amount):.{currency.decimal_places}f}"
+
+
 class FiscalDocument(models.Model):
     _inherit = "fiscal.document"
 
@@ -184,8 +189,9 @@ class FiscalDocument(models.Model):
             return empty
         moves = order._fiscal_posted_invoices()
         invoices = moves.filtered(lambda m: m.move_type == "out_invoice")
-        if not invoices:
-            return empty
+        billed_rows = invoices.invoice_line_ids.filtered(lambda ln: ln.display_type == "product").sale_line_ids
+        if not invoices or (billed_rows and all(billed_rows.mapped("is_downpayment"))):
+            return empty  # nothing invoiced yet but down payments: the final invoice deducts them
         refunds = moves - invoices
         currency = self.currency_id or order.currency_id
         notes = self.sudo().search(
@@ -244,8 +250,8 @@ class FiscalDocument(models.Model):
                 0,
                 self.env._(
                     "total %(doc)s on the fiscal document, %(books)s on the invoices",
-                    doc=currency.round(fiscal_total),
-                    books=currency.round(books_total),
+                    doc=_figure(currency, fiscal_total),
+                    books=_figure(currency, books_total),
                 ),
             )
         if lines and "; ".join(lines) == self.books_reviewed:
@@ -264,13 +270,13 @@ class FiscalDocument(models.Model):
                 "If the invoices are right, issue at %(account)s a credit note against %(number)s for %(diff)s",
                 account=self.account_id.name,
                 number=self.number,
-                diff=difference,
+                diff=_figure(currency, difference),
             )
         elif difference < 0:
             remedy = self.env._(
                 "If the invoices are right, issue at %(account)s a complementary invoice for %(diff)s",
                 account=self.account_id.name,
-                diff=-difference,
+                diff=_figure(currency, -difference),
             )
         else:
             remedy = self.env._(
@@ -284,10 +290,10 @@ class FiscalDocument(models.Model):
             "invoices %(invoices)s (total %(books)s): %(lines)s. Nothing is issued automatically for the "
             "difference. %(remedy)s; if the document is right, correct the invoice.",
             number=self.number or self.reference,
-            doc=currency.round(fiscal_total),
+            doc=_figure(currency, fiscal_total),
             order=self.sale_order_id.name,
             invoices=", ".join(invoices.mapped("name")),
-            books=currency.round(books_total),
+            books=_figure(currency, books_total),
             lines="; ".join(lines),
             remedy=remedy,
         )

@@ -271,6 +271,22 @@ class PortugalWatchCases:
         self.assertIn("(total 131.61)", second.fiscal_books_warning or "")
         self.assertNotIn("quantity", second.fiscal_books_warning, "all 10 bottles are invoiced now")
 
+    def test_down_payment_then_final_invoice_agree_with_the_order_document(self):
+        """A down payment, then the final invoice deducting it: together they bill the order as issued."""
+        order = self.order_of_two()
+        self.run_queue()
+        self.assertEqual(order.fiscal_document_id.state, "issued", order.fiscal_document_id.last_error)
+        Wizard = self.env["sale.advance.payment.inv"].with_context(active_model="sale.order", active_ids=order.ids)
+        Wizard.create({"advance_payment_method": "percentage", "amount": 30}).create_invoices()
+        down_payment = order.invoice_ids
+        down_payment.action_post()
+        self.assertFalse(down_payment.fiscal_books_warning, "a down payment is not the sale's invoice")
+        Wizard.create({"advance_payment_method": "delivered"}).create_invoices()
+        final = order.invoice_ids - down_payment
+        final.action_post()
+        self.assertFalse(final.fiscal_books_warning)
+        self.assertFalse(self.activities(down_payment | final, BOOKS))
+
     def test_document_issued_after_the_invoice_is_compared_when_issued(self):
         """The invoice is posted while the order's document still waits in the queue: compared once
         the document is issued."""
