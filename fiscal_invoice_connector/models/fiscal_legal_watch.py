@@ -359,8 +359,11 @@ class AccountMove(models.Model):
         a note on each invoice and one activity for the account's responsible (on the invoice)."""
         kind = self.env.ref(BOOKS_ACTIVITY)
         for move in self.filtered(lambda m: m.move_type == "out_invoice" and m.state == "posted"):
-            doc = move.sudo()._fiscal_main_candidates().filtered(lambda d: not d.move_id and d.state in ISSUED_STATES)
-            message = doc[:1]._books_message() if doc else False
+            # The stored fiscal document: no search for the many invoices that have their own or none.
+            doc = move.sudo().fiscal_document_id
+            if not doc or doc.move_id or doc.state not in ISSUED_STATES:
+                continue
+            message = doc._books_message()
             if not message:
                 continue
             record = move.sudo()
