@@ -28,4 +28,5 @@ from . import (
     fiscal_demo,
     fiscal_portal,
     fiscal_document_mail,
+    fiscal_legal_watch,
 )

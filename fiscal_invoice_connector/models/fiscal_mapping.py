@@ -131,8 +131,13 @@ class FiscalMapping(models.AbstractModel):
         for a Portuguese company, else the user's)."""
         if not moment:
             return None
+        return fields.Datetime.context_timestamp(self.with_context(tz=self._company_tz(company)), moment).date()
+
+    @api.model
+    def _company_tz(self, company):
+        """The company's timezone: its partner's, else Lisbon for a Portuguese company, else the user's."""
         tz = company.partner_id.tz or ("Europe/Lisbon" if company.country_id.code == "PT" else None)
-        return fields.Datetime.context_timestamp(self.with_context(tz=tz or self.env.user.tz or "UTC"), moment).date()
+        return tz or self.env.user.tz or "UTC"
 
     @api.model
     def _eur_rate(self, record, date):

@@ -149,7 +149,15 @@ class FiscalProviderAccount(models.Model):
     paused_reason = fields.Text(readonly=True)
 
     # The issuing policy.
-    trigger = fields.Selection(TRIGGERS, required=True, default="order_confirm", tracking=True)
+    trigger = fields.Selection(
+        TRIGGERS,
+        required=True,
+        default="order_confirm",
+        tracking=True,
+        help="On order confirmation: the document is made of the order; when the invoices posted later "
+        "differ from it (quantities delivered, edited prices, lines), the invoice says so and the "
+        "responsible gets an activity: nothing is issued automatically for the difference.",
+    )
     mode = fields.Selection(MODES, required=True, default="finalize", tracking=True)
     document_type = fields.Selection(
         DOCUMENT_TYPES,
@@ -182,7 +190,8 @@ class FiscalProviderAccount(models.Model):
         "Refund window (days)",
         default=7,
         help="After the refund window: the document is issued this many days after the payment; "
-        "a refund or cancellation inside the window drops it and nothing is sent.",
+        "a refund or cancellation inside the window drops it and nothing is sent. Portugal: a sale must be "
+        "invoiced within 5 working days; later, its responsible gets an activity.",
     )
     policy_start = fields.Datetime(
         default=fields.Datetime.now,
@@ -217,7 +226,10 @@ class FiscalProviderAccount(models.Model):
         "res.users",
         "Responsible",
         default=lambda self: self.env.user,
-        help="Gets an activity when a document of this account fails.",
+        help="Gets an activity when a document of this account fails; in Portugal also when a sale reaches "
+        "its legal deadline without an issued document (5 working days of the company's working calendar, "
+        "art. 36(1)(a) CIVA), and when the invoices of an order differ from the document issued at its "
+        "confirmation.",
     )
     document_ids = fields.One2many("fiscal.document", "account_id")
     product_binding_ids = fields.One2many("fiscal.product.binding", "account_id")

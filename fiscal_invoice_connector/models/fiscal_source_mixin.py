@@ -52,6 +52,13 @@ class FiscalSourceMixin(models.AbstractModel):
         help="The other fiscal documents of this sale: receipts of its payments, credit notes.",
     )
     fiscal_related_count = fields.Integer(compute="_compute_fiscal_related_documents", compute_sudo=True)
+    fiscal_deadline_checked = fields.Boolean(
+        readonly=True,
+        copy=False,
+        help="Portugal: the legal deadline watch is done with this sale: its account's responsible got an "
+        "activity because it reached 5 working days without an issued fiscal document, or its document was "
+        "found issued by another record (models/fiscal_legal_watch.py).",
+    )
 
     def _fiscal_documents(self):
         """All fiscal documents of this record, newest first (override)."""

@@ -11,6 +11,7 @@ STATUSES = [
     ("state", "State mismatch"),
     ("missing_provider", "Missing at the provider"),
     ("missing_odoo", "Missing in Odoo"),
+    ("books", "Invoice differs"),
 ]
 
 
@@ -128,7 +129,14 @@ class FiscalReconciliation(models.TransientModel):
             status = "amount"
         else:
             status = "match"
+        note = False
+        if status == "match" and doc and not doc.move_id and doc.kind == "invoice":
+            # Order vs books: issued for the order, the invoices posted since say something else.
+            differences = doc._books_differences()[0]
+            if differences:
+                status, note = "books", "; ".join(differences)
         return {
+            "note": note,
             "document_id": doc.id if doc else False,
             "kind": (remote.kind if remote else doc.kind) or False,
             "odoo_number": doc.number if doc else False,

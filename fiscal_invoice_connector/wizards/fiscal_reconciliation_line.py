@@ -22,3 +22,4 @@ class FiscalReconciliationLine(models.TransientModel):
     provider_total = fields.Monetary("Total at the provider")
     difference = fields.Monetary()
     status = fields.Selection(STATUSES, required=True)
+    note = fields.Char("What differs", help="Invoice differs: what the order's posted invoices say otherwise.")
