@@ -2,8 +2,8 @@
 standard's rules), and what each provider allows, shown before anyone cancels or refunds."""
 
 from odoo import fields, models
-from odoo.tools import formatLang
 from odoo.exceptions import UserError
+from odoo.tools import formatLang
 
 from ..providers import brazil
 from ..providers.base import CancelReason

@@ -5,7 +5,8 @@ from .fiscal_document import DEAD_STATES, STATES
 
 # The status of a split sale is its least advanced part's.
 SPLIT_STATE_ORDER = [
-    "error", "failed", "check", "to_cancel", "sending", "to_send", "draft", "registered", "issued", "cancelled", "dropped"
+    "error", "failed", "check", "to_cancel", "sending", "to_send",
+    "draft", "registered", "issued", "cancelled", "dropped",
 ]  # fmt: skip
 
 
