@@ -162,6 +162,7 @@ class NfseCorpus:
         if mixed:
             other = next(s for s in self.services if s[1] != code)
             lines.append((other[0], 1, 100.0, 0))
+
         def taxes(product):  # the ISS withheld at the line's service's rate
             iss_rate = next(s[2] for s in self.services if s[0] == product)
             return federal | (self.iss_tax[iss_rate] if withholds_iss else self.env["account.tax"])
