@@ -6,7 +6,9 @@
 #   scripts/run_tests.sh -k pdf     extra arguments go to both pytest runs
 #
 # The Odoo database is cloned from a cached template holding sale_management and
-# account, so only the first run pays for their installation (about a minute).
+# account, so only the first run pays for their installation (about a minute). A second
+# stage runs the tests that need Odoo's Portuguese and Brazilian localizations on a
+# database cloned from a second cached template that also holds l10n_pt and l10n_br.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh

@@ -223,6 +223,22 @@ class Nfse2026Cases:
         self.assertTrue(all(docs.mapped("pdf_attachment_id")), "each note's PDF")
         self.assertIn("2 NFS-e for this sale", self.chatter_text(order))
 
+    def test_an_invoice_of_several_codes_is_split_and_shows_both_notes(self):
+        self.account.trigger = "invoice_post"
+        order = self._two_code_sale()
+        self.assertFalse(order.fiscal_document_ids, "the invoice is documented, not the order")
+        invoice = self.invoice_and_post(order)
+        self.run_queue()
+        docs = invoice.fiscal_document_ids.sorted("split_part")
+        self.assertEqual(docs.mapped("split_part"), [1, 2])
+        for doc in docs:
+            self.assertEqual(self.run_until(doc, ("issued",)), "issued", doc.last_error)
+        notes = [self.adapter.nfse_figures(n) for doc in docs for n in self.sim_docs_for(doc)]
+        self.assertEqual(round(sum(n["net"] for n in notes), 2), round(invoice.amount_total, 2))
+        invoice.invalidate_recordset()
+        self.assertEqual((invoice.fiscal_state, invoice.fiscal_number), ("issued", ", ".join(docs.mapped("number"))))
+        self.assertEqual(invoice.action_view_fiscal_documents()["domain"], [("id", "in", docs.ids)])
+
     def test_a_split_sale_never_gets_two_notes_for_one_part(self):
         order = self._two_code_sale()
         self.run_queue()
