@@ -929,7 +929,7 @@ class FiscalDocument(models.Model):
 
     def _totals_message(self, job):
         source = self.move_id if self.move_id and self.kind != "receipt" else self.sale_order_id
-        expected = source.amount_total if source else self.amount_total
+        expected = source.amount_total if source and not self.split_part else self.amount_total  # a part: its own
         currency = self.currency_id or source.currency_id
         difference = abs((self.remote_total or 0.0) - expected)
         return self.env._(
