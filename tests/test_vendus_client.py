@@ -479,11 +479,23 @@ def test_credit_note_finds_number_and_rows_from_the_original_when_missing(sim):
     session = RecordingSession()
     client = make_client(sim, session=session)
     original = client.create(document(lines=[line(), line(code="FOOD", quantity="2", unit_price="7.35", rate="6")]))
-    note = client.create(credit_note(original, related_number=None, lines=[line(code="FOOD", quantity="1", rate="6")]))
+    credited = line(code="FOOD", quantity="1", unit_price="7.35", rate="6")
+    note = client.create(credit_note(original, related_number=None, lines=[credited]))
     assert note.number == "NC T01P2026/1"
     assert session.sent[-2][0] == "GET" and session.queries()[-1]["mode"] == "tests"
     ref = session.bodies()[-1]["items"][0]["reference_document"]
     assert ref == {"document_number": "FT T01P2026/1", "document_row": 2}
+
+
+def test_credit_note_at_another_price_than_the_row_is_refused_before_sending(sim):
+    """Vendus credits a row at the original's price: a price adjustment (same row, 1 unit at 2 EUR
+    instead of 10) would be issued at 12.30 EUR, not 2.46. Refused, nothing sent."""
+    client = make_client(sim)
+    original = client.create(document(lines=[line(quantity="1")]))
+    adjustment = credit_note(original, lines=[line(quantity="1", unit_price="2", related_row=1)])
+    error = raised(ValidationError, client.create, adjustment)
+    assert "price adjustment" in str(error) and "Vendus would credit 12.30 €" in str(error)
+    assert sim.find(type="NC") == []
 
 
 def test_credit_note_with_an_ambiguous_row_is_refused(sim):

@@ -133,7 +133,7 @@ class AccountMove(models.Model):
             if refund.currency_id.compare_amounts(refund.amount_total, original.amount_total) >= 0:
                 # A full refund: dropped while unsent (refund window), or cancelled if the account says so.
                 handled = original._fiscal_documents()._on_source_refunded(
-                    self.env._("refunded by %s", refund.name or refund.display_name)
+                    self.env._("refunded by %s", refund.name or refund.display_name), refund=refund
                 )
             if not handled:
                 Doc._enqueue_credit_note(refund)

@@ -35,7 +35,8 @@ from ..providers import (
     RateLimitedError,
     TransientError,
 )
-from ..providers.base import Redactor, TotalsMismatchError
+from ..providers.base import FinalDocumentError, Redactor, TotalsMismatchError
+from .fiscal_mapping import PT_PROVIDERS
 from .fiscal_provider_account import DOCUMENT_TYPES, MODES
 
 _logger = logging.getLogger(__name__)
@@ -683,7 +684,7 @@ class FiscalDocument(models.Model):
                 self.env._("the worker sending it stopped before recording the provider's answer"),
             )
         original = self.related_document_id
-        if operation == "issue" and original and original.state != "issued":
+        if operation == "issue" and original and original.state != "issued" and not original._final_at_provider():
             if original.state in ("to_send", "sending"):
                 # A credit note or a receipt goes after its original document: waiting is no failure.
                 self._log_attempt("issue", "waiting")
@@ -752,6 +753,7 @@ class FiscalDocument(models.Model):
             email=email if self.email_state != "sent" else None,
             settle=self.settle_state == "pending",
             cancel_reason=self._provider_cancel_reason(),
+            recheck=operation == "issue" and self.state != "issued",
         )
         if receipt and creating:
             job.payment = FiscalPayment(
@@ -786,9 +788,13 @@ class FiscalDocument(models.Model):
         if job.replaced and not job.remote_id and self.remote_id:
             self.write({"remote_id": False, "remote_state": False, "totals_mismatch": False})
         remote = job.remote
-        if remote is not None and (remote.remote_id != self.remote_id or remote.state != self.remote_state):
+        if remote is not None and (
+            remote.remote_id != self.remote_id
+            or remote.state != self.remote_state
+            or (remote.atcud or False) != self.atcud  # read again after a problem (e.g. ATCUD missing)
+        ):
             self._store_remote(remote)
-        if job.action == "issue" and job.mode == "finalize":
+        if job.action == "issue" and job.mode == "finalize" and not isinstance(job.error, FinalDocumentError):
             self._apply_done(job)
 
     def _apply_job(self, job):
@@ -1016,6 +1022,8 @@ class FiscalDocument(models.Model):
     def _on_error(self, error, operation, client):
         if isinstance(error, AuthenticationError):
             self._on_auth_error(error, operation, client)
+        elif isinstance(error, FinalDocumentError):
+            self._on_final_problem(error, operation, client)
         elif isinstance(error, ProviderError):
             if error.retryable:
                 self._on_transient(error, operation, client)
@@ -1049,6 +1057,27 @@ class FiscalDocument(models.Model):
         )
         self._release()
         self.account_id._pause(message)
+
+    def _on_final_problem(self, error, operation, client):
+        """Final at the provider (numbered: legally issued there) but not what it must be: the
+        document keeps its number and remote id and is never sent again; it needs attention, the
+        account's responsible gets an activity, and Retry reads it again at the provider."""
+        message = self._redact(str(error))
+        self._log_attempt(operation, error.kind, client=client, message=message)
+        self.write({"state": "error", "last_error": message, "error_kind": error.kind, "lease_token": False})
+        text = self.env._(
+            "Fiscal document %(number)s is final at %(account)s but is not issued: %(msg)s",
+            number=self.number or self.reference,
+            account=self.account_id.name,
+            msg=message,
+        )
+        self._post_on_sources(text, error=True)
+        self._schedule_failure_activity(text, summary=self.env._("Fiscal document final with a problem"))
+
+    def _final_at_provider(self):
+        """Legally issued at the provider (numbered, final), whatever Odoo's state says of it."""
+        self.ensure_one()
+        return bool(self.remote_id and self.number and self.remote_state in ("final", "settled"))
 
     def _on_validation_error(self, message, kind, operation, client):
         message = self._redact(message)
@@ -1259,10 +1288,12 @@ class FiscalDocument(models.Model):
         self._trigger_processing()
 
     # ------------------------------------------------------------------ refunds
-    def _on_source_refunded(self, why):
-        """The sale was refunded in full or cancelled. A document still waiting is dropped
-        (refund window; or cancel-on-refund); an issued one is cancelled at the provider when
-        the account says so. Otherwise the accountant issues a credit note."""
+    def _on_source_refunded(self, why, refund=None):
+        """The sale was refunded in full (``refund``: the Odoo credit note) or cancelled. A document
+        still waiting is dropped (refund window; or cancel-on-refund); an issued one is cancelled at
+        the provider when the account says so, except a Portuguese one that may be final there: that
+        one is corrected by a credit note (the refund's, which is then issued). Otherwise the
+        accountant issues a credit note."""
         handled = self.browse()
         for doc in self.filtered(lambda d: d.state not in DEAD_STATES and d.kind == "invoice"):
             account = doc.account_id
@@ -1272,7 +1303,21 @@ class FiscalDocument(models.Model):
                 doc._post_on_sources(self.env._("Fiscal document dropped before sending: %s.", why))
                 handled |= doc
             elif account.cancel_on_refund and doc.state in ("issued", "draft", "sending", "to_send", "error"):
-                if account._can_cancel(doc.document_type):
+                if doc._credit_not_cancel():
+                    doc._post_on_sources(
+                        self.env._(
+                            "Fiscal document %(number)s may be final at %(provider)s: a finalized Portuguese "
+                            "document is corrected by a credit note, not cancelled (art. 29(1)(c) CIVA). "
+                            "%(what)s (%(why)s).",
+                            number=doc.number or doc.reference,
+                            provider=account.name,
+                            what=self.env._("The credit note %s is issued for it instead", refund.name)
+                            if refund
+                            else self.env._("Reverse the invoice to issue its credit note"),
+                            why=why,
+                        )
+                    )
+                elif account._can_cancel(doc.document_type):
                     doc.action_request_cancel(why)
                     handled |= doc
                 else:
@@ -1284,6 +1329,19 @@ class FiscalDocument(models.Model):
                         ),
                     )
         return handled
+
+    def _credit_not_cancel(self):
+        """Portugal: a document final at the service (or that may be: a create left and no draft is
+        known) is corrected by a credit note (art. 29(1)(c) CIVA), never cancelled by a policy. Only
+        a draft at the provider (InvoiceXpress) is deleted."""
+        self.ensure_one()
+        if self.account_id.provider not in PT_PROVIDERS:
+            return False
+        return (
+            self.state == "issued"
+            or self._final_at_provider()
+            or ((self.create_sent or self.remote_id) and self.remote_state != "draft")
+        )
 
     # ------------------------------------------------------------------ webhooks
     @api.model
@@ -1385,7 +1443,8 @@ class FiscalDocument(models.Model):
                 doc.write({"state": "dropped", "cancel_reason": reason, "cancel_requested": True})
                 doc._post_on_sources(self.env._("Queued fiscal document dropped: %s", reason))
                 continue
-            if doc.state in ("issued", "draft") and not doc.account_id._can_cancel(doc.document_type):
+            final = doc.state in ("issued", "draft") or doc._final_at_provider()
+            if final and not doc.account_id._can_cancel(doc.document_type):
                 raise UserError(
                     self.env._(
                         "%(provider)s cannot cancel a %(type)s: issue a credit note (reverse the invoice) instead.",

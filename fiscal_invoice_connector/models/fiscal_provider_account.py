@@ -45,7 +45,14 @@ class FiscalProviderAccount(models.Model):
     # account_peppol extends account_edi_proxy_client: see fiscal_provider_account_builtin.py.
     provider = fields.Selection(selection=[], required=True, tracking=True)
     environment = fields.Selection(
-        [("test", "Test"), ("production", "Production")], required=True, default="test", tracking=True
+        [("test", "Test"), ("production", "Production")],
+        required=True,
+        default="test",
+        tracking=True,
+        help="Portugal, production: every document must carry its ATCUD, which exists once the series is "
+        "communicated to the Tax Authority (InvoiceXpress: Settings > Series; Vendus: the register's series). "
+        "Test connection checks it; a document finalized without ATCUD needs attention (it is never issued "
+        "twice: Retry reads it again once the series is communicated).",
     )
     account_name = fields.Char(
         "Account name",
@@ -186,7 +193,10 @@ class FiscalProviderAccount(models.Model):
     cancel_on_refund = fields.Boolean(
         "Cancel on refund",
         help="When the sale is refunded (credit note) or cancelled: a queued document is dropped and an "
-        "issued one is cancelled at the provider.",
+        "issued one is cancelled at the provider. Portugal: a document final at InvoiceXpress or Vendus is "
+        "corrected by the refund's credit note instead (art. 29 CIVA); only an InvoiceXpress draft is deleted. "
+        "Vendus credits a line at its original price: a price adjustment is refused (credit the quantity, "
+        "invoice again).",
     )
     send_email = fields.Boolean(
         "Send by email", help="Ask the provider to email the document to the customer once it is final."

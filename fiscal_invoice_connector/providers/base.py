@@ -61,6 +61,14 @@ class TotalsMismatchError(ValidationError):
     kind = "totals"
 
 
+class FinalDocumentError(ProviderError):
+    """The document is final at the provider (numbered, legally issued) but is not what it must be:
+    Portugal, no ATCUD in production (series not communicated to the AT); Vendus, a total other than
+    Odoo's. Never re-sent: the number and remote id are kept, and Retry reads it again."""
+
+    kind = "final_problem"
+
+
 class TransientError(ProviderError):
     kind = "transient"
     retryable = True
@@ -352,6 +360,11 @@ class FiscalProvider:
     cancellation_rules = ()
     pdf_max_polls = 1
     pdf_poll_interval = 0.0
+    # Portugal: in production every final document carries its ATCUD (DL 28/2019 art. 7(3), Portaria
+    # 195/2020), which exists only once its series is communicated to the AT. True for PT services.
+    atcud_required = False
+    # Documents final on creation: nothing could be compared before, so the total is compared after.
+    compare_final_total = False
 
     def __init__(self, config: ProviderConfig, session: requests.Session | None = None, services=None):
         services = services or ClientServices()
@@ -431,6 +444,33 @@ class FiscalProvider:
     def settle(self, kind: str, remote_id: str) -> RemoteDocument:
         """Mark a final document as paid at the provider (InvoiceXpress "settled")."""
         raise NotImplementedError
+
+    def final_document_problems(self, remote: RemoteDocument, expected_total=None, tolerance=0) -> list:
+        """What makes a document final at the service unfit to be called issued (empty: nothing).
+        It exists and stays: the caller records it with the problems, never sends it again."""
+        problems = []
+        if (
+            self.compare_final_total
+            and expected_total is not None
+            and remote.total is not None
+            and abs(Decimal(remote.total) - Decimal(expected_total)) > Decimal(str(tolerance or 0))
+        ):
+            problems.append(
+                f"{self.label} issued {remote.number or remote.remote_id} at {remote.total} but Odoo's total is "
+                f"{expected_total} (difference {abs(Decimal(remote.total) - Decimal(expected_total))}). The "
+                "document is final there and is not sent again: credit it (reverse the invoice) and invoice again."
+            )
+        if self.atcud_required and self.config.environment == "production" and remote.kind in DOCUMENT_KINDS:
+            if remote.is_final and not remote.atcud:
+                problems.append(self.missing_atcud_advice(remote))
+        return problems
+
+    def missing_atcud_advice(self, remote: RemoteDocument) -> str:
+        return (
+            f"{self.label} finalized {remote.number or remote.remote_id} without ATCUD: its series is not "
+            f"communicated to the Tax Authority. Communicate it in {self.label}, then click Retry to read the "
+            "document again (it is final there and is never issued twice)."
+        )
 
     @classmethod
     def cancel_requires_credit_note(cls, kind: str) -> bool:

@@ -160,6 +160,17 @@ class InvoiceXpressProvider(FiscalProvider):
     related_documents_keys = ("documents", "related_documents")
     receipt_type = "Receipt"
     receipt_reference_fields = ("note", "observations")
+    # ATCUD (DL 28/2019 art. 7(3)): "N/D" = the series is not communicated to the AT, "N/A" = not
+    # relevant [C] (§2.3, §2.5); a finalized invoice or note always needs one, so both are "none".
+    atcud_required = True
+    atcud_missing_values = ("N/A", "N/D", "")
+    # GET /sequences.json: the list's key in the answer [?], and the document types whose validation
+    # code (current_<type>_validation_code [C]) must be set for the account's documents to get an ATCUD.
+    sequences_key = "sequences"
+    sequence_types = ("invoice", "invoice_receipt", "simplified_invoice", "credit_note")
+    # Where a person communicates a series in InvoiceXpress's own screens [?] (the API's is
+    # PUT /sequences/:id/register.json [C]).
+    series_settings_path = "Settings > Series (Definições > Séries)"
 
     def __init__(self, config, session=None, services=None):
         super().__init__(config, session, services)
@@ -205,7 +216,7 @@ class InvoiceXpressProvider(FiscalProvider):
         else:
             number = f"{SAFT_CODES[kind]} {body.get('inverted_sequence_number') or number}"
         atcud = body.get("atcud")
-        if atcud in ("N/A", "N/D", ""):
+        if atcud in self.atcud_missing_values:
             atcud = None
         total = body.get("total")
         return RemoteDocument(
@@ -661,7 +672,67 @@ class InvoiceXpressProvider(FiscalProvider):
                 return self._document(doc.kind, {TYPES[doc.kind][1]: body})
         return None
 
+    def missing_atcud_advice(self, remote):
+        number = remote.number or remote.remote_id
+        raw = remote.raw or {}
+        inverted = str(raw.get("inverted_sequence_number") or "")
+        series = inverted.rsplit("/", 1)[0] if "/" in inverted else "of this document"
+        return (
+            f"InvoiceXpress finalized {number} without ATCUD ({raw.get('atcud') or 'none'}): the series {series} is "
+            f"not communicated to the Tax Authority. Communicate it in InvoiceXpress ({self.series_settings_path}); "
+            "documents finalized afterwards carry their ATCUD. This one is final there and is never issued twice: "
+            "click Retry to read its ATCUD again; if it still has none, credit it (reverse the invoice) and "
+            "invoice again."
+        )
+
+    def series_problems(self):
+        """The account's series whose validation code is missing (not communicated to the AT), as
+        ``(series, [document types])``: the series of the account's sequence_id option, else the
+        default one. Empty when every document type the connector issues there has its code."""
+        body = self._json(self._request("GET", "/sequences.json"))
+        sequences = body if isinstance(body, list) else (body or {}).get(self.sequences_key) or []
+        sequences = [s for s in sequences if isinstance(s, dict)]
+        wanted = str(self.config.options.get("sequence_id") or "")
+        if wanted:  # the sequence's own id, or one of its per-type ids (what documents carry)
+            ours = [
+                s
+                for s in sequences
+                if wanted in {str(s.get("id")), *(str(s.get(f"current_{t}_sequence_id")) for t in self.sequence_types)}
+            ]
+        else:
+            ours = [s for s in sequences if str(s.get("default_sequence")).lower() in ("1", "true")]
+        if not ours:
+            raise ValidationError(
+                "InvoiceXpress: the account's series was not found in its sequences "
+                f"({', '.join(str(s.get('serie')) for s in sequences) or 'none'}): check the sequence id."
+            )
+        problems = []
+        for sequence in ours:
+            missing = [
+                kind
+                for kind in self.sequence_types
+                if str(sequence.get(f"current_{kind}_validation_code") or "") in self.atcud_missing_values
+            ]
+            if missing:
+                problems.append((str(sequence.get("serie") or sequence.get("id")), missing))
+        return problems
+
     def test_connection(self):
         response = self._request("GET", "/taxes.json")
         taxes = self._json(response).get("taxes") or []
-        return f"Connected to InvoiceXpress ({len(taxes)} taxes configured on the account)."
+        message = f"Connected to InvoiceXpress ({len(taxes)} taxes configured on the account)."
+        problems = self.series_problems()
+        if problems:
+            text = "; ".join(
+                f"series {serie} is not communicated to the Tax Authority for "
+                + ", ".join(kind.replace("_", " ") for kind in kinds)
+                for serie, kinds in problems
+            )
+            advice = (
+                f"InvoiceXpress: {text}. Documents finalized there would have no ATCUD. Communicate the series in "
+                f"InvoiceXpress ({self.series_settings_path}), then test again."
+            )
+            if self.config.environment == "production":
+                raise ValidationError(advice)
+            return f"{message} Before production: {advice}"
+        return message + " Its series are communicated to the Tax Authority (ATCUD)."

@@ -41,6 +41,7 @@ import requests
 from .base import (
     AuthenticationError,
     ClientServices,
+    FinalDocumentError,
     InvalidStateError,
     NotReadyError,
     ProviderError,
@@ -169,6 +170,9 @@ class Job:
     want_xml: bool = False
     email: tuple | None = None  # (address, subject, body)
     settle: bool = False
+    # Not issued in Odoo yet: a document final at the provider is checked before it is called issued
+    # (read again first when this run has not read it: Retry after a problem found on it).
+    recheck: bool = False
     payment: object = None  # FiscalPayment: this job is a receipt for the original below
     original_kind: str | None = None
     original_remote_id: str | None = None
@@ -452,8 +456,10 @@ class Pipeline:
             self._create(client, job)  # final on creation (e.g. Vendus), receipts: in date order
             if not job.remote_id:
                 return
-        if job.mode == "draft" or job.remote_state in ("final", "settled", "rejected"):
+        if job.mode == "draft" or job.remote_state == "rejected":
             return
+        if job.remote_state in ("final", "settled"):
+            return self._check_final(client, job)
         if (
             job.remote_state == "draft"
             and job.expected_total is not None
@@ -471,6 +477,24 @@ class Pipeline:
         job.store(client.finalize(job.kind, job.remote_id))
         if job.remote_state == "pending":
             job.waiting = True
+        elif job.remote_state in ("final", "settled"):
+            self._check_final(client, job)
+
+    @staticmethod
+    def _check_final(client, job):
+        """A document final at the provider is issued only when it is what it must be (its ATCUD in
+        production; its total, at services final on creation). Otherwise FinalDocumentError: it is
+        recorded with its number, never sent again; Retry (``recheck``) reads it again first."""
+        if job.payment is not None or not job.recheck:
+            return
+        if job.remote is None:
+            job.store(client.fetch_status(job.kind, job.remote_id))
+        problems = client.final_document_problems(job.remote, job.expected_total, job.tolerance)
+        if problems:
+            raise FinalDocumentError(
+                " ".join(problems),
+                details=[{"odoo": str(job.expected_total), "provider": str(job.remote.total)}],
+            )
 
     def _follow_ups(self, client, job):
         if job.mode == "draft" or job.remote_state not in ("final", "settled"):

@@ -111,6 +111,15 @@ class VendusProvider(FiscalProvider):
         "M99": "Não sujeito ou não tributado",
     }
 
+    # Final on creation: Vendus's amount_gross is compared with Odoo's total after every create (the
+    # document is final then: a difference is recorded with both figures, never re-sent).
+    compare_final_total = True
+    # Production needs the series communicated to the AT (ATCUD) [C] §3.4.
+    atcud_required = True
+    # A credit note line credits an original row at that row's price [C] (§3.4: "the price comes from
+    # the original invoice"); Vendus has no credit note by amount that we know of [?].
+    credit_price_tolerance = Decimal("0.01")
+
     # Item discount field: the SDK says discount_percentage, csarcrr discount_percent. [?]
     discount_field = "discount_percentage"
     # Due date of an FT: the contract says due_date; a TS client and the detail answer say date_due. [?]
@@ -388,6 +397,14 @@ class VendusProvider(FiscalProvider):
             body["external_reference"] = reference
         return body
 
+    def missing_atcud_advice(self, remote):
+        number = remote.number or remote.remote_id
+        return (
+            f"Vendus issued {number} without ATCUD: the series of register {self.config.options.get('register_id')} "
+            "is not communicated to the Tax Authority. Communicate it in Vendus (the register's series), then click "
+            "Retry to read the document again; it is final there and is never issued twice."
+        )
+
     def _check_credit_note(self, doc: FiscalDocumentData):
         if not (doc.reason or "").strip():
             raise ValidationError("Vendus: a credit note needs its reason (it is printed as the note).")
@@ -454,11 +471,13 @@ class VendusProvider(FiscalProvider):
         """
         number = doc.related_number
         needs_rows = any(not line.related_row for line in doc.lines)
-        if number and not needs_rows:
+        if not doc.related_remote_id:
             return number, {}
+        # Read even when the rows are known: what Vendus will credit is what the original's rows say.
         original = self._get(f"/documents/{doc.related_remote_id}/", **self._doc_params())
         number = number or original.get("number")
         if not needs_rows:
+            self._check_credit_prices(doc, number, original, {})
             return number, {}
         by_reference = {}
         for row, item in enumerate(original.get("items") or [], start=1):
@@ -474,7 +493,42 @@ class VendusProvider(FiscalProvider):
                     f"credits ({len(candidates)} rows with reference {line.code}): give the row explicitly."
                 )
             rows[index] = candidates[0]
+        self._check_credit_prices(doc, number, original, rows)
         return number, rows
+
+    def _check_credit_prices(self, doc, number, original, rows):
+        """Vendus credits an original row at that row's price: a credit note line whose amount is not
+        the row's own for that quantity (a price adjustment, a changed discount) would be issued for
+        another amount than Odoo's. Refused before sending, with what to do instead."""
+        items = original.get("items") or []
+        problems = []
+        for index, line in enumerate(doc.lines):
+            row = rows.get(index) or line.related_row
+            item = items[row - 1] if row and 0 < row <= len(items) and isinstance(items[row - 1], dict) else None
+            amounts = (item or {}).get("amounts") or {}
+            row_total, row_qty = _decimal(amounts.get("gross_total")), _decimal((item or {}).get("qty"))
+            if not row_total or not row_qty:
+                continue  # nothing to compare with: amount_gross is compared after the create
+            quantity = Decimal(line.quantity)
+            credited = (row_total * quantity / row_qty).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            if line.total_included is not None:
+                ours = Decimal(line.total_included)
+            else:
+                ours = self.gross_price(line) * quantity * (1 - _discount(line) / 100)
+            ours = ours.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            if abs(credited - ours) > self.credit_price_tolerance:
+                problems.append(
+                    f"“{line.description or line.code}” credits {ours} € for {_plain(quantity)}, but row {row} of "
+                    f"{number} was invoiced at {_plain((row_total / row_qty).quantize(Decimal('0.01')))} € a unit "
+                    f"(Vendus would credit {credited} €)"
+                )
+        if problems:
+            raise ValidationError(
+                "Vendus credits a row of the original document at its original price (a credit note line names "
+                "the row and a quantity, never a price), so this credit note, a price adjustment, cannot be issued "
+                "as it is: " + "; ".join(problems) + ". Credit the row's quantity at its original price and "
+                "invoice the sale again at the agreed price, or correct it in Vendus's back office."
+            )
 
     # -- operations -----------------------------------------------------------------
     def _validate(self, doc: FiscalDocumentData):

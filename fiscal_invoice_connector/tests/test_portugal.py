@@ -268,6 +268,93 @@ class TestPortugalInvoiceXpress(PortugalRulesMixin, FiscalTestCommon):
         expected = order.currency_id._get_conversion_rate(order.currency_id, eur, self.company, doc.create_date.date())
         self.assertAlmostEqual(final["rate"], expected, places=5)
 
+    # -- item 4: ATCUD --------------------------------------------------------------------------
+    def production_without_communicated_series(self):
+        """A production account whose series A is not communicated to the AT (ATCUD N/D)."""
+        self.account.environment = "production"
+        self.account.base_url = self.sim.base_url  # the environment points it at the real service
+        self.sim.series_communicated = False
+        self.addCleanup(setattr, self.sim, "series_communicated", True)
+
+    def test_final_document_without_atcud_in_production_is_not_issued(self):
+        """InvoiceXpress finalizes FT A/1 with ATCUD N/D: in production that is an error with advice and
+        an activity, never "issued"; the number and remote id are kept, nothing is sent again, and
+        Retry reads the ATCUD again (issued once InvoiceXpress shows one)."""
+        self.production_without_communicated_series()
+        order = self.order_of([(1, 10.0, 0, self.tax_23)])
+        doc = self.issue(order)
+        (final,) = self.final_at_provider(doc)
+        self.assertEqual(final["atcud"], "N/D")
+        self.assertEqual((doc.state, doc.number, doc.remote_id), ("error", "FT A/1", str(final["id"])))
+        self.assertFalse(doc.atcud)
+        self.assertIn(
+            "InvoiceXpress finalized FT A/1 without ATCUD (N/D): the series A is not communicated", doc.last_error
+        )
+        self.assertIn("Settings > Series", doc.last_error)
+        self.assertIn("without ATCUD", self.chatter_text(order))
+        activity = doc.activity_ids
+        self.assertEqual(activity.user_id, self.account.responsible_user_id)
+        self.assertIn("without ATCUD", activity.note)
+        self.assertFalse(doc.pdf_attachment_id, "no PDF of a document that is not issued")
+
+        # Retry while InvoiceXpress still shows no ATCUD: read again, still an error, never re-sent.
+        doc.action_retry()
+        self.run_queue()
+        self.assertEqual((doc.state, doc.number), ("error", "FT A/1"))
+        self.assertIn("without ATCUD", doc.last_error)
+        self.assertEqual(len(self.sim_docs_for(doc)), 1, "never created twice")
+        self.assertEqual(sum(r["method"] == "POST" for r in self.sim.requests if "/invoices" in r["path"]), 1)
+
+        # The series communicated, InvoiceXpress shows the document's ATCUD [?]: Retry issues it.
+        self.sim.series_communicated = True
+        self.sim.documents[final["id"]]["atcud"] = "JFJ3KDSN-1"
+        doc.action_retry()
+        self.run_queue()
+        self.assertEqual((doc.state, doc.atcud, doc.number), ("issued", "JFJ3KDSN-1", "FT A/1"), doc.last_error)
+        self.assertTrue(doc.pdf_attachment_id)
+        self.assertEqual(len(self.sim_docs_for(doc)), 1)
+
+    def test_test_account_document_without_atcud_is_issued(self):
+        """Out of production (a test account), a series not communicated yet is no error."""
+        self.sim.series_communicated = False
+        self.addCleanup(setattr, self.sim, "series_communicated", True)
+        doc = self.issue(self.order_of([(1, 10.0, 0, self.tax_23)]))
+        self.assertEqual(doc.state, "issued", doc.last_error)
+
+    def test_test_connection_checks_the_series_are_communicated(self):
+        self.production_without_communicated_series()
+        result = self.account.action_test_connection()["params"]
+        self.assertEqual(result["type"], "danger")
+        self.assertIn(
+            "series A is not communicated to the Tax Authority for invoice, invoice receipt", result["message"]
+        )
+        self.assertIn("Communicate the series in InvoiceXpress", result["message"])
+        # Communicated (what InvoiceXpress's "register" does): the test passes.
+        self.sim.series_communicated = True
+        result = self.account.action_test_connection()["params"]
+        self.assertEqual(result["type"], "success", result["message"])
+        self.assertIn("series are communicated", result["message"])
+
+    # -- item 5: credit notes -------------------------------------------------------------------
+    def test_cancel_on_refund_issues_a_credit_note_for_a_final_document(self):
+        """A finalized Portuguese document is corrected by a credit note (art. 29 CIVA): with "cancel on
+        refund", a full refund issues the credit note; the invoice stays final at InvoiceXpress."""
+        self.account.write({"trigger": "invoice_post", "cancel_on_refund": True})
+        invoice = self.invoice_and_post(self.confirm(self.order_of([(2, 10.0, 0, self.tax_23)])))
+        self.run_queue()
+        original = invoice._fiscal_documents()
+        self.assertEqual(original.state, "issued", original.last_error)
+        refund = self.refund(invoice, reason="Cliente devolveu tudo")
+        self.assertEqual(original.state, "issued", "not cancelled")
+        self.run_queue()
+        note = refund._fiscal_documents()
+        self.assertEqual((note.kind, note.state), ("credit_note", "issued"), note.last_error)
+        (credit,) = self.final_at_provider(note)
+        self.assertEqual(str(credit["owner_invoice_id"]), original.remote_id)
+        self.assertIn("Cliente devolveu tudo", credit["observations"])
+        self.assertEqual(self.remote_statuses(original), ["final"])
+        self.assertIn("corrected by a credit note, not cancelled", self.chatter_text(invoice))
+
 
 @tagged("post_install", "-at_install", "fiscal_portugal")
 class TestPortugalVendus(PortugalRulesMixin, FiscalTestCommon):
@@ -292,3 +379,52 @@ class TestPortugalVendus(PortugalRulesMixin, FiscalTestCommon):
         doc = self.issue(order)
         final = self.assert_issued_to_the_cent(order, doc)
         self.assertEqual(Decimal(final["items"][0]["amounts"]["gross_total"]), Decimal("45.32"))
+
+    # -- item 5: credit notes -------------------------------------------------------------------
+    def test_price_adjustment_credit_note_is_refused_with_advice(self):
+        """Vendus credits a row at its original price: a credit note of 1 unit at 10 € on a row invoiced at
+        50 € would be issued at 61.50 €, not Odoo's 12.30 €. Refused before sending, with what to do."""
+        self.account.trigger = "invoice_post"
+        invoice = self.invoice_and_post(self.confirm(self.order_of([(1, 50.0, 0, self.tax_23)])))
+        self.run_queue()
+        self.assertEqual(invoice._fiscal_documents().state, "issued")
+        reversal = (
+            self.env["account.move.reversal"]
+            .with_context(active_model="account.move", active_ids=invoice.ids)
+            .create({"reason": "Desconto acordado", "journal_id": invoice.journal_id.id})
+        )
+        refund = self.env["account.move"].browse(reversal.refund_moves()["res_id"])
+        refund.invoice_line_ids.price_unit = 10.0
+        refund.action_post()
+        self.assertEqual(refund.amount_total, 12.3)
+        self.run_queue()
+        note = refund._fiscal_documents()
+        self.assertEqual(note.state, "error")
+        self.assertIn("a price adjustment, cannot be issued", note.last_error)
+        self.assertIn("Vendus would credit 61.50 €", note.last_error)
+        self.assertFalse(self.sim.find(type="NC"), "nothing sent")
+
+    def test_credit_note_total_other_than_odoo_s_is_an_error_with_both_figures(self):
+        """1 of 2 at 15.90 € less 5 % is 15.105 €: Odoo says 15.11 €, a Vendus rounding the tie half-even [?]
+        finalizes the credit note at 15.10 €. The note is final: recorded with both figures, an error with
+        an activity, never sent again."""
+        self.account.trigger = "invoice_post"
+        self.sim.tie_rounding = "half_even"
+        self.addCleanup(setattr, self.sim, "tie_rounding", "half_up")
+        invoice = self.invoice_and_post(self.confirm(self.order_of([(2, 15.90, 5, self.tax_23_incl)])))
+        self.run_queue()
+        self.assertEqual(invoice._fiscal_documents().state, "issued", invoice._fiscal_documents().last_error)
+        refund = self.refund(invoice, {self.goods[0]: 1}, reason="Uma unidade devolvida")
+        self.assertEqual(_cents(refund.amount_total), Decimal("15.11"))
+        self.run_queue()
+        note = refund._fiscal_documents()
+        (credit,) = self.final_at_provider(note)
+        self.assertEqual(credit["amount_gross"], "15.10")
+        self.assertEqual((note.state, note.number, note.remote_id), ("error", credit["number"], str(credit["id"])))
+        self.assertEqual((_cents(note.amount_total), _cents(note.remote_total)), (Decimal("15.11"), Decimal("15.10")))
+        self.assertIn(f"Vendus issued {credit['number']} at 15.10 but Odoo's total is 15.11", note.last_error)
+        self.assertEqual(note.activity_ids.user_id, self.account.responsible_user_id)
+        note.action_retry()
+        self.run_queue()
+        self.assertEqual(note.state, "error")
+        self.assertEqual(len(self.sim.find(type="NC")), 1, "never sent again")

@@ -58,6 +58,7 @@ DOCUMENT_TYPES = {
 NOTE_TYPES = ("credit_notes", "debit_notes")
 RECEIPT_VALIDATION_CODE = "R5QC8WHT"
 SERIE = "A"
+SEQUENCE_ID = 90_001  # the series' own id (not the per-type ids documents carry)
 
 # Default taxes of a Portuguese mainland account: name -> (rate, SAF-T code).
 DEFAULT_TAXES = {
@@ -117,6 +118,9 @@ class InvoiceXpressSimulator(SimulatorServer):
         ("GET", r"/clients/(?P<client_id>\d+)\.json", "_get_client"),
         ("PUT", r"/clients/(?P<client_id>\d+)\.json", "_update_client"),
         ("GET", r"/taxes\.json", "_list_taxes"),
+        ("GET", r"/sequences\.json", "_list_sequences"),
+        ("GET", r"/sequences/(?P<sequence_id>\d+)\.json", "_get_sequence"),
+        ("PUT", r"/sequences/(?P<sequence_id>\d+)/register\.json", "_register_sequence"),
         ("GET", r"/items\.json", "_list_items"),
         ("POST", r"/items\.json", "_create_item"),
         ("PUT", r"/items/(?P<item_id>\d+)\.json", "_update_item"),
@@ -792,6 +796,37 @@ class InvoiceXpressSimulator(SimulatorServer):
 
     def _list_taxes(self, request):
         return SimResponse.json(200, {"taxes": [dict(tax) for tax in self.taxes.values()]})
+
+    # --------------------------------------------------------------- sequences (series)
+    def _sequence(self):
+        """The account's one series ("A"), as §2.5 describes a sequence: per document type its current
+        number, its per-type sequence id (what documents carry as sequence_id) and its validation code:
+        the AT's code once the series is communicated, ``N/D`` before [C]."""
+        sequence = {"id": SEQUENCE_ID, "serie": SERIE, "default_sequence": 1}
+        for index, (plural, (singular, _type, code)) in enumerate(DOCUMENT_TYPES.items(), start=1):
+            sequence[f"current_{singular}_number"] = self._sequences[plural]["number"]
+            sequence[f"current_{singular}_sequence_id"] = index
+            sequence[f"current_{singular}_validation_code"] = code if self.series_communicated else "N/D"
+        return sequence
+
+    def _sequence_or_404(self, sequence_id):
+        if int(sequence_id) != SEQUENCE_ID:
+            raise self._errors(404, MSG_NOT_FOUND)
+        return self._sequence()
+
+    def _list_sequences(self, request):
+        # The list's root key is not documented [?]: "sequences", like the other collections.
+        return SimResponse.json(200, {"sequences": [self._sequence()]})
+
+    def _get_sequence(self, request, sequence_id):
+        return SimResponse.json(200, {"sequence": self._sequence_or_404(sequence_id)})
+
+    def _register_sequence(self, request, sequence_id):
+        """Communicate the series to the AT [C]: documents finalized from now on carry an ATCUD. Those
+        finalized before keep what they were finalized with (the ATCUD is part of the final document)."""
+        self._sequence_or_404(sequence_id)
+        self.series_communicated = True
+        return SimResponse.json(200, {"sequence": self._sequence()})
 
 
 def main(argv=None):

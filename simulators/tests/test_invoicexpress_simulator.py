@@ -684,6 +684,21 @@ def test_series_not_communicated_has_no_atcud(ix_sim):
     assert doc["atcud"] == "N/D"
 
 
+def test_sequences_show_the_validation_codes_and_register_communicates_the_series(ix_sim):
+    ix_sim.series_communicated = False
+    before = finalized(ix_sim)
+    (sequence,) = call(ix_sim, "GET", "/sequences.json").json()["sequences"]
+    assert (sequence["serie"], sequence["current_invoice_validation_code"]) == ("A", "N/D")
+    assert sequence["current_invoice_sequence_id"] == before["sequence_id"]
+    answer = call(ix_sim, "PUT", f"/sequences/{sequence['id']}/register.json").json()["sequence"]
+    assert answer["current_invoice_validation_code"] == "JFJ3KDSN"
+    assert call(ix_sim, "PUT", "/sequences/1/register.json").status_code == 404
+    invoice = create(ix_sim, reference="INV/2025/0002")
+    after = change_state(ix_sim, "invoices", invoice["id"], "finalized").json()["invoice"]
+    assert after["atcud"] == "JFJ3KDSN-2"
+    assert ix_sim.documents[before["id"]]["atcud"] == "N/D", "a final document keeps what it was finalized with"
+
+
 def test_line_amounts_on_a_half_cent_are_recorded(ix_sim):
     """quantity x price is rounded, then the discount: 3 x 15.90 = 47.70, 5 % of it is 2.385, a tie."""
     items = [{"name": "X", "unit_price": "15.9", "quantity": "3", "discount": "5", "tax": {"name": "IVA23"}}]
