@@ -97,7 +97,7 @@ class AccountMove(models.Model):
     def _fiscal_related_documents(self):
         """Beside the invoice's document: its receipts and credit notes (theirs on other moves)."""
         main = self.fiscal_document_id
-        docs = self.sudo().fiscal_document_ids - main
+        docs = self.sudo().fiscal_document_ids - main._fiscal_parts()
         if main:
             docs |= self.env["fiscal.document"].sudo().search([("related_document_id", "=", main.id)])
         return docs.sorted("id", reverse=True)

@@ -202,9 +202,23 @@ class FiscalDocument(models.Model):
     error_kind = fields.Char(readonly=True, copy=False)
     attempt_ids = fields.One2many("fiscal.document.attempt", "document_id", readonly=True)
 
-    # Two live documents of the same kind for one source are impossible.
+    # A sale split into one NFS-e per national service code (the account's choice): the row the
+    # hook inserted becomes part 1, the worker adds the others before anything is sent. Each part
+    # is a document of its own (reference, probe, retry); part 0 is a whole sale.
+    split_part = fields.Integer(
+        "Part", readonly=True, copy=False, help="NFS-e: part n of a sale split into one note per service code."
+    )
+    split_count = fields.Integer("Parts", readonly=True, copy=False)
+    split_code = fields.Char("Service code of the part", readonly=True, copy=False)
+    split_lead_id = fields.Many2one(
+        "fiscal.document", "First part", readonly=True, copy=False, index="btree_not_null", ondelete="restrict"
+    )
+    split_part_ids = fields.One2many("fiscal.document", "split_lead_id", "Other parts", readonly=True)
+
+    # Two live documents of the same kind (and part) for one source are impossible.
     _live_per_invoice = models.UniqueIndex(
-        "(move_id, kind) WHERE move_id IS NOT NULL AND kind != 'receipt' AND state NOT IN ('cancelled', 'dropped')",
+        "(move_id, kind, COALESCE(split_part, 0)) WHERE move_id IS NOT NULL AND kind != 'receipt' "
+        "AND state NOT IN ('cancelled', 'dropped')",
         "This invoice already has a fiscal document.",
     )
     _live_per_payment = models.UniqueIndex(
@@ -218,11 +232,14 @@ class FiscalDocument(models.Model):
     # document, one point (its invoice) for an invoice-level one; two ranges of one order that
     # overlap are refused. Ids are int4, so order * 2^32 + move never collides across orders.
     # Documents of an invoice grouping several orders carry no order: _live_sale_documents
-    # checks those (see the doc for the remaining race).
+    # checks those (see the doc for the remaining race). A split sale's parts hold one part each
+    # (a whole-sale row holds every part): two rows for the same part of a sale are refused too.
     _one_invoice_per_sale = models.Constraint(
         "EXCLUDE USING gist (int8range("
         "sale_order_id::bigint * 4294967296 + COALESCE(move_id, 0), "
-        "sale_order_id::bigint * 4294967296 + COALESCE(move_id, 4294967295), '[]') WITH &&) "
+        "sale_order_id::bigint * 4294967296 + COALESCE(move_id, 4294967295), '[]') WITH &&, "
+        "int4range(CASE WHEN split_part > 0 THEN split_part ELSE 1 END, "
+        "CASE WHEN split_part > 0 THEN split_part ELSE 1000000 END, '[]') WITH &&) "
         "WHERE (kind = 'invoice' AND sale_order_id IS NOT NULL AND state NOT IN ('cancelled', 'dropped'))",
         "This sale already has a fiscal invoice (of its order or of one of its invoices).",
     )
@@ -692,6 +709,8 @@ class FiscalDocument(models.Model):
         data = None
         if (creating and not receipt) or (operation == "cancel" and not self.remote_id):
             try:
+                if creating and self.kind == "invoice" and not (self.split_part or self.create_sent):
+                    self._split_by_service_code()  # NFS-e, when the account splits: before anything is sent
                 # Mapped only here: later steps (finalize, PDF, email) never depend on today's data.
                 data = self.env["fiscal.mapping"]._document_data(self)
             except UserError as e:
@@ -725,7 +744,9 @@ class FiscalDocument(models.Model):
             number=self.number or None,
             probe=bool(self.create_sent and not self.remote_id),
             replace_draft=replace,
-            expected_total=Decimal(str(source.amount_total)) if source and not receipt else None,
+            expected_total=Decimal(str(self.amount_total if self.split_part else source.amount_total))
+            if source and not receipt
+            else None,
             tolerance=Decimal(str(account.totals_tolerance or 0)),
             want_pdf="pdf" in cls.capabilities and self.pdf_state != "done",
             want_xml="xml" in cls.capabilities,
@@ -746,6 +767,19 @@ class FiscalDocument(models.Model):
             # The intent is committed before any call: after a crash, the next attempt probes.
             self.write({"state": "sending", "create_sent": True})
         return job
+
+    def _fiscal_parts(self):
+        """This document and the other parts of its split sale (live ones when it is live), by part."""
+        if len(self) != 1 or not self.split_count:
+            return self
+        parts = self | self.split_part_ids
+        if self.state not in DEAD_STATES:
+            parts = parts.filtered(lambda d: d.state not in DEAD_STATES)
+        return parts.sorted("split_part")
+
+    def _split_by_service_code(self):
+        """Split this sale into several documents, before anything is sent (NFS-e: one note per
+        service code, when the account says so). Nothing to split by default."""
 
     def _checkpoint_job(self, job):
         """What the provider did for one job, recorded as soon as it ended a stage: the remote id
@@ -901,7 +935,7 @@ class FiscalDocument(models.Model):
 
     def _totals_message(self, job):
         source = self.move_id if self.move_id and self.kind != "receipt" else self.sale_order_id
-        expected = source.amount_total if source else self.amount_total
+        expected = source.amount_total if source and not self.split_part else self.amount_total  # a part: its own
         currency = self.currency_id or source.currency_id
         difference = abs((self.remote_total or 0.0) - expected)
         return self.env._(

@@ -2,7 +2,8 @@
 docs/mapping-rules.md (Brazil). In short:
 
 - One note declares one service: every line must share the national service code (else the
-  municipal code and LC 116 item); a sale mixing several is refused with the groups to split.
+  municipal code and LC 116 item); a sale mixing several is refused with the groups to split, or,
+  when the account says so, split into one note per code (one fiscal document per part).
 - The service's codes come from the product, then its category, then the fiscal account.
 - Amounts are Odoo's (base-lines API): service value = quantity x price per line, unconditional
   discount = what Odoo's line discounts take off, base = Odoo's untaxed amount; withholdings are
@@ -40,7 +41,7 @@ class FiscalMapping(models.AbstractModel):
         return pytz.timezone(company.partner_id.tz or DEFAULT_TIMEZONE)
 
     @api.model
-    def _nfse_document_data(self, doc):
+    def _nfse_source(self, doc):
         if doc.move_id:
             record, rows = doc.move_id, self._move_rows(doc.move_id)
         elif doc.sale_order_id:
@@ -49,6 +50,81 @@ class FiscalMapping(models.AbstractModel):
             raise UserError(self.env._("The fiscal document %s has no order nor invoice.", doc.display_name))
         if not rows:
             raise UserError(self.env._("%s has no line to invoice.", record.display_name))
+        return record, rows
+
+    @api.model
+    def _nfse_notes(self, doc):
+        """The notes of the document's sale, ``{service code: (service, rows, lines, amounts)}`` in
+        the order of the lines: one, or one per national service code when the sale mixes several
+        (refused unless the account splits them). Their amounts add up to Odoo's to the cent: each
+        part's base is Odoo's own rounded base of its lines (the last part takes what rounding
+        globally left), its withholdings Odoo's tax amounts of its lines, and their net values sum
+        to the sale's total."""
+        record, rows = self._nfse_source(doc)
+        currency = record.currency_id
+        groups = self._nfse_service_groups(doc, record, rows)
+        if len(groups) > 1 and doc.account_id.nfse_multiple_codes != "split":
+            self._nfse_refuse_several_codes(record, groups)
+        details = {base_line["record"]: base_line for base_line in self._nfse_base_lines(record)}
+        untaxed = _cents(_d(record.amount_untaxed, currency.decimal_places), currency.decimal_places)
+        notes, left = {}, untaxed
+        for index, (code, (service, group_rows)) in enumerate(groups.items()):
+            if index == len(groups) - 1:
+                base = left
+            else:
+                base = sum(
+                    (
+                        _d(details[row]["tax_details"]["total_excluded_currency"], currency.decimal_places)
+                        if row in details
+                        else _d(row.price_subtotal, currency.decimal_places)
+                        for row in group_rows
+                    ),
+                    Decimal(0),
+                )
+                left -= base
+            lines, amounts = self._nfse_lines_and_amounts(record, group_rows, currency, details, base)
+            notes[code] = (service, group_rows, lines, amounts)
+        net = sum((amounts.net for *_rest, amounts in notes.values()), Decimal(0))
+        if currency.compare_amounts(float(net), record.amount_total):
+            raise UserError(
+                self.env._(
+                    "The NFS-e's net value (%(net)s) would differ from %(record)s's total (%(total)s): check that "
+                    "every tax on the lines is a withholding marked with its kind.",
+                    net=net,
+                    record=record.display_name,
+                    total=record.amount_total,
+                )
+            )
+        return notes
+
+    @api.model
+    def _nfse_parts(self, doc):
+        """``[(service code, net value)]`` of the notes of the document's sale."""
+        return [(code, note[3].net) for code, note in self._nfse_notes(doc).items()]
+
+    @api.model
+    def _nfse_document_data(self, doc):
+        record, _rows = self._nfse_source(doc)
+        notes = self._nfse_notes(doc)
+        if doc.split_part:
+            if doc.split_code not in notes:
+                raise UserError(
+                    self.env._(
+                        "%(record)s no longer has services of code %(code)s, which this NFS-e (part %(part)s of "
+                        "%(count)s) declares: cancel it, or restore the lines.",
+                        record=record.display_name,
+                        code=doc.split_code,
+                        part=doc.split_part,
+                        count=doc.split_count,
+                    )
+                )
+            service, rows, lines, amounts = notes[doc.split_code]
+        else:
+            ((service, rows, lines, amounts),) = notes.values()
+        if not service.description:
+            service.description = "; ".join(row.name for row in rows if row.name)[:2000] or None
+        amounts.iss_rate = service.iss_rate
+        service.amounts = amounts
         tz = self._nfse_timezone(doc.company_id)
         now = datetime.now(pytz.utc).astimezone(tz)
         if doc.move_id:
@@ -59,21 +135,11 @@ class FiscalMapping(models.AbstractModel):
             moment = doc.sale_order_id.date_order
             date = doc.invoice_date or (pytz.utc.localize(moment).astimezone(tz).date() if moment else now.date())
             origin = doc.sale_order_id.name
+        if doc.split_part:
+            origin = f"{origin} ({doc.split_part}/{doc.split_count})"
         currency = record.currency_id
-        lines, amounts = self._nfse_lines_and_amounts(record, rows, currency)
-        service = self._nfse_service(doc, record, rows, amounts)
         partner = self._nfse_party(record.partner_id, doc.company_id)
         self._nfse_check_iss_withholding(doc, record, service, amounts)
-        if currency.compare_amounts(float(amounts.net), record.amount_total):
-            raise UserError(
-                self.env._(
-                    "The NFS-e's net value (%(net)s) would differ from %(record)s's total (%(total)s): check that "
-                    "every tax on the lines is a withholding marked with its kind.",
-                    net=amounts.net,
-                    record=record.display_name,
-                    total=record.amount_total,
-                )
-            )
         return FiscalDocumentData(
             reference=doc.reference,
             kind=doc.document_type,
@@ -85,7 +151,7 @@ class FiscalMapping(models.AbstractModel):
             origin=origin,
             notes=None,
             reason=doc.cancel_reason or None,
-            expected_total=_d(record.amount_total, currency.decimal_places),
+            expected_total=amounts.net if doc.split_part else _d(record.amount_total, currency.decimal_places),
             send_email=doc.send_email,
             service=service,
             issued_at=now.replace(tzinfo=None),
@@ -121,9 +187,10 @@ class FiscalMapping(models.AbstractModel):
         return _cents(exact, UNIT_PRICE_DIGITS)
 
     @api.model
-    def _nfse_lines_and_amounts(self, record, rows, currency):
+    def _nfse_lines_and_amounts(self, record, rows, currency, details, base):
+        """The note's lines and amounts for ``rows`` of ``record``, from Odoo's base lines
+        (``details``) of the whole record; ``base`` is the note's share of Odoo's untaxed amount."""
         digits = currency.decimal_places
-        details = {base_line["record"]: base_line for base_line in self._nfse_base_lines(record)}
         lines, problems = [], []
         services = Decimal(0)
         withheld = {}
@@ -176,9 +243,9 @@ class FiscalMapping(models.AbstractModel):
             raise UserError(
                 self.env._("Cannot issue the NFS-e: %s. Fix the taxes, then retry.", "; ".join(dict.fromkeys(problems)))
             )
-        # The base is Odoo's untaxed amount: with taxes rounded globally it may differ by a cent from the
-        # sum of the rounded lines; the unconditional discount absorbs it (never below zero).
-        base = _cents(_d(record.amount_untaxed, digits), digits)
+        # The base is Odoo's untaxed amount (of these rows): with taxes rounded globally it may differ by a
+        # cent from the sum of the rounded lines; the unconditional discount absorbs it (never below zero).
+        base = _cents(base, digits)
         discounts = services - base
         if discounts < 0:
             services, discounts = base, Decimal(0)
@@ -208,9 +275,10 @@ class FiscalMapping(models.AbstractModel):
         )
 
     @api.model
-    def _nfse_service(self, doc, record, rows, amounts):
-        """One service per note: the lines' codes must agree; the reform fields of a regime that needs
-        them are checked per product, naming it."""
+    def _nfse_service_groups(self, doc, record, rows):
+        """The lines by service, ``{code: (service, rows)}`` in the order of the lines: a note declares
+        one service, identified by its national code (else its municipal code and LC 116 item). The
+        reform fields of a regime that needs them are checked per product, naming it."""
         account = doc.account_id
         if not account.tax_regime:
             raise UserError(
@@ -225,12 +293,12 @@ class FiscalMapping(models.AbstractModel):
         for row in rows:
             template = row.product_id.product_tmpl_id
             service = self._nfse_service_fields(template, account)
-            key = service.national_code or (service.municipal_code, service.lc116_item)
-            label = row.product_id.display_name or row.name
-            groups.setdefault(key, (service, []))[1].append(label)
+            code = service.national_code or "/".join(filter(None, (service.municipal_code, service.lc116_item)))
+            groups.setdefault(code, (service, []))[1].append(row)
             if account._nfse_requires_reform():
                 lacking = brazil.missing_reform_fields(service)
                 if lacking:
+                    label = row.product_id.display_name or row.name
                     missing.append(
                         self.env._("product “%(product)s” lacks %(what)s", product=label, what=", ".join(lacking))
                     )
@@ -244,31 +312,29 @@ class FiscalMapping(models.AbstractModel):
                     missing="; ".join(dict.fromkeys(missing)),
                 )
             )
-        if len(groups) > 1:
-            described = "; ".join(
-                self.env._(
-                    "%(code)s: %(products)s",
-                    code=service.national_code or service.municipal_code or service.lc116_item or "-",
-                    products=", ".join(dict.fromkeys(products)),
-                )
-                for service, products in groups.values()
+        return {code: (service, self.env[rows[0]._name].concat(*group)) for code, (service, group) in groups.items()}
+
+    @api.model
+    def _nfse_refuse_several_codes(self, record, groups):
+        described = "; ".join(
+            self.env._(
+                "%(code)s: %(products)s",
+                code=code or "-",
+                products=", ".join(dict.fromkeys(row.product_id.display_name or row.name for row in group_rows)),
             )
-            raise UserError(
-                self.env._(
-                    "Cannot issue the NFS-e: %(record)s mixes services of %(count)s service codes (%(groups)s), and "
-                    "one NFS-e declares one service. Invoice each code separately (one invoice per group of "
-                    "products, or give the products one code), then issue.",
-                    record=record.display_name,
-                    count=len(groups),
-                    groups=described,
-                )
+            for code, (_service, group_rows) in groups.items()
+        )
+        raise UserError(
+            self.env._(
+                "Cannot issue the NFS-e: %(record)s mixes services of %(count)s service codes (%(groups)s), and "
+                "one NFS-e declares one service. Invoice each code separately (one invoice per group of "
+                "products, or give the products one code), then issue; or let the fiscal account split such "
+                "sales into one NFS-e per code (Sales of several service codes).",
+                record=record.display_name,
+                count=len(groups),
+                groups=described,
             )
-        service, _products = next(iter(groups.values()))
-        if not service.description:
-            service.description = "; ".join(row.name for row in rows if row.name)[:2000] or None
-        amounts.iss_rate = service.iss_rate
-        service.amounts = amounts
-        return service
+        )
 
     @api.model
     def _nfse_customer_withholds_iss(self, partner, account):

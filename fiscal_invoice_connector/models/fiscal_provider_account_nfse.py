@@ -14,6 +14,15 @@ class FiscalProviderAccount(models.Model):
         "fields (national service code, NBS, IBS/CBS classification) from January 2026.",
         tracking=True,
     )
+    nfse_multiple_codes = fields.Selection(
+        [("refuse", "Refuse, listing the groups to invoice apart"), ("split", "Split: one NFS-e per service code")],
+        "Sales of several service codes",
+        default="refuse",
+        required=True,
+        help="One NFS-e declares one service. A sale whose services have several national service codes is "
+        "refused, naming the products of each code (invoice them apart), or split into one NFS-e per code, "
+        "each with its own number and PDF.",
+    )
     service_national_code = fields.Char("National service code", help=REFORM_HELP["fiscal_national_code"])
     service_nbs_code = fields.Char("NBS code", help=REFORM_HELP["fiscal_nbs_code"])
     service_reform_class = fields.Char("IBS/CBS classification", help=REFORM_HELP["fiscal_reform_class"])

@@ -3,6 +3,12 @@ from odoo.exceptions import AccessError, UserError
 
 from .fiscal_document import DEAD_STATES, STATES
 
+# The status of a split sale is its least advanced part's.
+SPLIT_STATE_ORDER = [
+    "error", "failed", "check", "to_cancel", "sending", "to_send",
+    "draft", "registered", "issued", "cancelled", "dropped",
+]  # fmt: skip
+
 
 class FiscalSourceMixin(models.AbstractModel):
     """What orders and invoices show of their fiscal documents (one concept, one place).
@@ -71,10 +77,14 @@ class FiscalSourceMixin(models.AbstractModel):
     def _compute_fiscal_document(self):
         # Overridden with the dependencies of each model.
         for record in self:
-            doc = self._fiscal_pick(record._fiscal_main_candidates())
+            # A sale split into several NFS-e (one per service code): its first part stands for it,
+            # the status is the least advanced part's, the number all the parts' numbers.
+            doc = self._fiscal_pick(record._fiscal_main_candidates().filtered(lambda d: not d.split_lead_id))
+            parts = doc._fiscal_parts()
             record.fiscal_document_id = doc
-            record.fiscal_state = doc.state
-            record.fiscal_number = doc.number
+            record.fiscal_state = min(parts.mapped("state"), key=SPLIT_STATE_ORDER.index, default=False)
+            numbers = [doc.number for doc in parts]
+            record.fiscal_number = ", ".join(numbers) if all(numbers) and numbers else False
 
     @staticmethod
     def _fiscal_pick(docs):
@@ -116,10 +126,10 @@ class FiscalSourceMixin(models.AbstractModel):
         }
 
     def action_view_fiscal_documents(self):
-        """This record's own fiscal document."""
+        """This record's own fiscal document (every part of a split sale)."""
         self.ensure_one()
         self._check_fiscal_action(act=False)
-        return self._fiscal_documents_action(self.fiscal_document_id)
+        return self._fiscal_documents_action(self.fiscal_document_id._fiscal_parts())
 
     def action_view_fiscal_related_documents(self):
         """The receipts and credit notes beside it (and an order's other documents)."""
@@ -140,6 +150,9 @@ class FiscalSourceMixin(models.AbstractModel):
         self._check_fiscal_action(act=False)
         if not self.fiscal_document_id:
             raise UserError(self.env._("%s has no fiscal document.", self.display_name))
+        parts = self.fiscal_document_id._fiscal_parts()
+        if len(parts) > 1:  # one PDF per note: the notes, each with its PDF
+            return self._fiscal_documents_action(parts)
         return self.fiscal_document_id.action_open_pdf()
 
     def action_retry_fiscal(self):

@@ -39,7 +39,7 @@ class SaleOrder(models.Model):
         return self.fiscal_document_ids.filtered(lambda d: d.kind == "invoice")
 
     def _fiscal_related_documents(self):
-        return self._fiscal_documents() - self.fiscal_document_id
+        return self._fiscal_documents() - self.fiscal_document_id._fiscal_parts()
 
     def _action_cancel(self):
         res = super()._action_cancel()

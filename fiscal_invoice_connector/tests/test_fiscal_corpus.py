@@ -392,13 +392,21 @@ class FiscalCorpusMixin:
             self.assertTrue(issued, f"{group} sales are issued")
         planted = sum(case.planted for case in cases)
         by_group = Counter(self._reason(case) for case in cases if case.refused)
+        per_mode = {}  # the same figures per company rounding method
+        for case in cases:
+            kind = "caught" if case.planted else "refused" if case.refused else "matched"
+            per_mode.setdefault(case.rounding, Counter())[kind] += 1
         print(  # the summary line the resolution note quotes
             f"\n[fiscal corpus] {self.sim.label.replace(' simulator', '')} (seed {SEED}): "
             f"{len(cases)} cases, {outcomes['matched']} matched to the cent, "
             f"{outcomes['refused']} refused by rule ({', '.join(f'{g} {n}' for g, n in sorted(by_group.items()))}; "
             f"{outcomes['refused_at_guard']} of them at the totals guard), "
             f"{outcomes['planted']}/{planted} planted mismatches caught, "
-            f"{time.monotonic() - started:.1f} s"
+            f"{time.monotonic() - started:.1f} s; "
+            + "; ".join(
+                f"{mode}: {sum(n.values())} cases, {n['matched']} matched, {n['refused']} refused, {n['caught']} caught"
+                for mode, n in per_mode.items()
+            )
         )
         self.assertEqual(outcomes["planted"], planted)
         self.assertEqual(outcomes["matched"] + outcomes["refused"] + outcomes["planted"], len(cases))

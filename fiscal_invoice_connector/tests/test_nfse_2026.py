@@ -3,6 +3,8 @@ through eNotas (REST) and InvoiCy (SOAP), through the real outbox and the simula
 
 from datetime import datetime
 
+import psycopg2
+
 from odoo import Command
 from odoo.exceptions import UserError
 from odoo.tests import tagged
@@ -162,6 +164,118 @@ class Nfse2026Cases:
         self.assertIn("010701: [CONS-1] Consultoria em sistemas", error)
         self.assertIn("080201: [TRN-1] Treinamento", error)
         self.assertIn("Invoice each code separately", error)
+        self.assertIn("split such sales into one NFS-e per code", error)
+
+    def _two_code_sale(self):
+        """Consulting (010701) for a company that withholds ISS and PIS/COFINS, and training (080201)."""
+        self.account.nfse_multiple_codes = "split"
+        self.account.cancel_on_refund = True
+        self.company_customer.fiscal_iss_withholding = "yes"
+        taxes = self.withholding["iss"] | self.withholding["pis"] | self.withholding["cofins"]
+        training = self.new_service("Treinamento", "TRN-1", fiscal_national_code="080201", taxes_id=taxes.ids)
+        self.product.write({"fiscal_national_code": "010701", "taxes_id": taxes.ids})
+        order = self.make_order(partner=self.company_customer, qty=3, price=333.33)
+        order.order_line.discount = 12.5
+        order.order_line = [
+            Command.create({"product_id": training.id, "product_uom_qty": 2.5, "price_unit": 81.17}),
+            Command.create({"product_id": self.product.id, "product_uom_qty": 1, "price_unit": 19.99}),
+        ]
+        return self.confirm(order)
+
+    def test_a_split_account_issues_one_note_per_national_code_adding_up_to_odoo(self):
+        order = self._two_code_sale()
+        self.run_queue()
+        docs = order.fiscal_document_ids.sorted("split_part")
+        self.assertEqual(docs.mapped("split_part"), [1, 2])
+        self.assertEqual(docs.mapped("split_count"), [2, 2])
+        self.assertEqual(docs.mapped("split_code"), ["010701", "080201"])
+        self.assertEqual(len(set(docs.mapped("reference"))), 2, "each note has its own reference")
+        for doc in docs:
+            self.assertEqual(self.run_until(doc, ("issued",)), "issued", doc.last_error)
+        notes = [self.sim_docs_for(doc) for doc in docs]
+        self.assertEqual([len(found) for found in notes], [1, 1], "one note per part, found by its reference")
+        self.assertEqual([self.adapter.nfse_fields(n)["national_code"] for (n,) in notes], ["010701", "080201"])
+        figures = [self.adapter.nfse_figures(n) for (n,) in notes]
+        total = {key: round(sum(f[key] for f in figures), 2) for key in figures[0]}
+        # To the cent, Odoo's figures: base, each withholding, net.
+        withheld = {
+            kind: round(-sum(line.price_subtotal * tax.amount / 100 for line in order.order_line), 2)
+            for kind, tax in self.withholding.items()
+            if kind in ("iss", "pis", "cofins")
+        }
+        self.assertEqual(round(total["services"] - total["discounts"], 2), order.amount_untaxed)
+        self.assertEqual(total["net"], round(order.amount_total, 2))
+        self.assertEqual(
+            (total["iss_withheld"], total["pis"], total["cofins"]),
+            (withheld["iss"], withheld["pis"], withheld["cofins"]),
+        )
+        self.assertEqual(round(order.amount_untaxed - order.amount_total, 2), round(sum(withheld.values()), 2))
+        for doc, figure in zip(docs, figures, strict=True):
+            self.assertEqual(doc.amount_total, figure["net"], "each part's total in Odoo is its note's net value")
+        # The order shows both notes: their numbers, one status, each PDF.
+        order.invalidate_recordset()
+        self.assertEqual(order.fiscal_document_id, docs[0])
+        self.assertEqual(order.fiscal_state, "issued")
+        self.assertEqual(order.fiscal_number, ", ".join(docs.mapped("number")))
+        self.assertFalse(order.fiscal_related_document_ids, "the second note is no receipt nor credit note")
+        action = order.action_open_fiscal_pdf()
+        self.assertEqual(action["domain"], [("id", "in", docs.ids)])
+        self.assertTrue(all(docs.mapped("pdf_attachment_id")), "each note's PDF")
+        self.assertIn("2 NFS-e for this sale", self.chatter_text(order))
+
+    def test_an_invoice_of_several_codes_is_split_and_shows_both_notes(self):
+        self.account.trigger = "invoice_post"
+        order = self._two_code_sale()
+        self.assertFalse(order.fiscal_document_ids, "the invoice is documented, not the order")
+        invoice = self.invoice_and_post(order)
+        self.run_queue()
+        docs = invoice.fiscal_document_ids.sorted("split_part")
+        self.assertEqual(docs.mapped("split_part"), [1, 2])
+        for doc in docs:
+            self.assertEqual(self.run_until(doc, ("issued",)), "issued", doc.last_error)
+        notes = [self.adapter.nfse_figures(n) for doc in docs for n in self.sim_docs_for(doc)]
+        self.assertEqual(round(sum(n["net"] for n in notes), 2), round(invoice.amount_total, 2))
+        invoice.invalidate_recordset()
+        self.assertEqual((invoice.fiscal_state, invoice.fiscal_number), ("issued", ", ".join(docs.mapped("number"))))
+        self.assertEqual(invoice.action_view_fiscal_documents()["domain"], [("id", "in", docs.ids)])
+
+    def test_a_split_sale_never_gets_two_notes_for_one_part(self):
+        order = self._two_code_sale()
+        self.run_queue()
+        first, second = order.fiscal_document_ids.sorted("split_part")
+        Doc = self.env["fiscal.document"].sudo()
+        vals = second.copy_data({"split_lead_id": first.id, "split_part": 2})[0]
+        with self.assertRaises(psycopg2.IntegrityError), self.env.cr.savepoint():
+            Doc.create(vals)  # a second live part 2 of the sale
+        with self.assertRaises(psycopg2.IntegrityError), self.env.cr.savepoint():
+            Doc.create({**vals, "split_part": 0, "split_lead_id": False})  # a whole-sale note beside the parts
+        # Hooks and wizards get the parts back, never a new document.
+        self.assertEqual(Doc._enqueue(self.account, order=order), first | second)
+
+    def test_a_lost_answer_is_probed_by_the_part_reference_not_sent_again(self):
+        order = self._two_code_sale()
+        self.run_queue()
+        docs = order.fiscal_document_ids.sorted("split_part")
+        for doc in docs:
+            self.run_until(doc, ("issued",))
+        # The answer to part 2's create was lost: the next attempt finds it by its own reference.
+        second = docs[1]
+        second.sudo().write({"state": "sending", "remote_id": False, "number": False, "create_sent": True})
+        self.assertEqual(self.run_until(second, ("issued",)), "issued", second.last_error)
+        self.assertEqual(len(self.sim_docs_for(second)), 1, "not sent twice")
+        self.assertEqual(len(self.adapter.all_docs()), 2)
+
+    def test_cancelling_a_split_sale_cancels_every_note(self):
+        order = self._two_code_sale()
+        self.run_queue()
+        docs = order.fiscal_document_ids
+        for doc in docs:
+            self.run_until(doc, ("issued",))
+        order._action_cancel()
+        self.assertEqual(docs.mapped("state"), ["to_cancel", "to_cancel"])
+        for doc in docs:
+            self.assertEqual(self.run_until(doc, ("cancelled",)), "cancelled", doc.last_error)
+        self.assertEqual([self.adapter.status(n) for doc in docs for n in self.sim_docs_for(doc)], ["canceled"] * 2)
 
     # -- 4. dates, currency, address -----------------------------------------------------
     def test_competence_date_is_the_day_in_brazil_not_in_utc(self):

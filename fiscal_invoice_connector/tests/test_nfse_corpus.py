@@ -4,14 +4,15 @@
 alphanumeric), the four tax regimes (the reform fields then sent), customers withholding ISS or
 not, federal withholdings (PIS, COFINS, CSLL, IR, INSS) from the taxes on the lines, several
 service codes with their ISS rates, quantities with decimals and line discounts. A few sales mix
-two national codes on purpose. They go through the real outbox (confirm, run the queue) against
-the simulators, which compute the base, the ISS withheld and the net value from what was sent.
-Every sale ends in one of:
+two national codes on purpose (each line with its service's ISS rate). They go through the real
+outbox (confirm, run the queue) against the simulators, which compute the base, the ISS withheld
+and the net value from what was sent. The account splits sales of several codes (the choice
+"refuse" is the default, tested in test_nfse_2026). Every sale ends:
 
-* **matched**: one authorized note whose service value less its unconditional discount is Odoo's
-  untaxed amount, whose ISS withheld and each federal withholding are Odoo's tax amounts of that
-  kind (one tax group per kind), and whose net value (computed by the simulator) is Odoo's total;
-* **refused with advice**: the sales mixing two national codes, with nothing sent.
+* **matched**: its authorized notes (one, or one per national code for the sales mixing two)
+  declare together a service value less unconditional discounts equal to Odoo's untaxed amount,
+  an ISS withheld and each federal withholding equal to Odoo's tax amounts of that kind (one tax
+  group per kind), and a net value (computed by the simulator) equal to Odoo's total.
 
 The expected figures come from Odoo's own amounts (``amount_untaxed``, ``amount_total``, the tax
 totals per group), never from the connector. A summary line per provider is printed; the figures
@@ -161,7 +162,11 @@ class NfseCorpus:
         if mixed:
             other = next(s for s in self.services if s[1] != code)
             lines.append((other[0], 1, 100.0, 0))
-        taxes = federal | (self.iss_tax[rate] if withholds_iss else self.env["account.tax"])
+
+        def taxes(product):  # the ISS withheld at the line's service's rate
+            iss_rate = next(s[2] for s in self.services if s[0] == product)
+            return federal | (self.iss_tax[iss_rate] if withholds_iss else self.env["account.tax"])
+
         order = self.env["sale.order"].create(
             {
                 "partner_id": partner.id,
@@ -173,7 +178,7 @@ class NfseCorpus:
                             "product_uom_qty": q,
                             "price_unit": price,
                             "discount": d,
-                            "tax_ids": [Command.set(taxes.ids)],
+                            "tax_ids": [Command.set(taxes(p).ids)],
                         }
                     )
                     for p, q, price, d in lines
@@ -193,15 +198,20 @@ class NfseCorpus:
             **{("iss_withheld" if kind == "iss" else kind): value for kind, value in withheld.items()},
         }
 
-    def _provider_figures(self, remote):
-        figures = {key: Decimal(str(value)).quantize(CENT) for key, value in self.adapter.nfse_figures(remote).items()}
+    def _provider_figures(self, notes):
+        """What the notes declare together."""
+        figures = Counter()
+        for remote in notes:
+            for key, value in self.adapter.nfse_figures(remote).items():
+                figures[key] += Decimal(str(value)).quantize(CENT)
         figures["base"] = figures.pop("services") - figures.pop("discounts")
-        return figures
+        return dict(figures)
 
     def test_corpus_every_note_declares_odoo_figures(self):
         # The municipality computes ISS (and the federal withholdings) on the note's total: Odoo must
         # too, or a sale of several lines may differ by a cent (refused, saying so).
         self.company.tax_calculation_rounding_method = "round_globally"
+        self.account.nfse_multiple_codes = "split"
         rng = random.Random(SEED)
         people, companies = self._customers(rng)
         outcome, totals = Counter(), Counter()
@@ -217,33 +227,34 @@ class NfseCorpus:
                 order, company, withholds = self._sale(rng, people, companies, mixed)
                 order.action_confirm()
                 cases.append((order, mixed, company, withholds))
-            docs = self.env["fiscal.document"].browse([order.fiscal_document_id.id for order, *_ in cases])
+            orders = self.env["sale.order"].concat(*(order for order, *_ in cases))
             for _ in range(6):
+                docs = orders.fiscal_document_ids  # with the parts queued while splitting
                 if not docs.filtered(lambda d: d.state in ("to_send", "sending")):
                     break
                 self.make_due(docs)
                 self.run_queue()
             for order, mixed, company, withholds in cases:
-                doc = order.fiscal_document_id
-                remote = self.sim_docs_for(doc)
-                if mixed:
-                    self.assertEqual((doc.state, remote), ("error", []), doc.last_error)
-                    self.assertIn("Invoice each code separately", doc.last_error)
-                    outcome["refused with advice (two national codes)"] += 1
-                    continue
-                self.assertEqual(doc.state, "issued", f"{order.name}: {doc.last_error}")
-                (note,) = remote
-                odoo, provider = self._odoo_figures(order), self._provider_figures(note)
+                docs = order.fiscal_document_ids.sorted("split_part")
+                self.assertEqual(docs.mapped("split_part"), [1, 2] if mixed else [0], order.name)
+                for doc in docs:
+                    self.assertEqual(doc.state, "issued", f"{order.name}: {doc.last_error}")
+                remote = [self.sim_docs_for(doc) for doc in docs]
+                self.assertEqual([len(found) for found in remote], [1] * len(docs), f"{order.name}: one note each")
+                notes = [found[0] for found in remote]
+                odoo, provider = self._odoo_figures(order), self._provider_figures(notes)
                 if odoo != provider:
                     mismatches.append((order.name, odoo, provider))
                 outcome["matched"] += 1
+                outcome["split into one note per national code"] += mixed
                 outcome["CNPJ customer" if company else "CPF customer"] += 1
                 outcome["ISS withheld"] += withholds
                 outcome["federal withholding"] += any(odoo[k] for k in ("pis", "cofins", "csll", "ir", "inss"))
                 if regime in ("presumido", "real"):
-                    fields_sent = self.adapter.nfse_fields(note)
-                    sent = (fields_sent["national_code"], fields_sent["nbs_code"], fields_sent["reform_class"])
-                    self.assertTrue(all(sent), sent)
+                    for note in notes:
+                        fields_sent = self.adapter.nfse_fields(note)
+                        sent = (fields_sent["national_code"], fields_sent["nbs_code"], fields_sent["reform_class"])
+                        self.assertTrue(all(sent), sent)
                     outcome["with reform fields"] += 1
                 totals["base"] += odoo["base"]
                 totals["withheld"] += odoo["base"] - odoo["net"]

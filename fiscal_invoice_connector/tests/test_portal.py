@@ -136,3 +136,32 @@ class TestCustomerPortalNfse(FiscalTestCommon, HttpCase):
         refused = self.url_open(f"/my/orders/{order.id}/fiscal/xml", allow_redirects=False)
         self.assertNotEqual(refused.status_code, 200)
         self.assertNotEqual(refused.content, doc.xml_attachment_id.raw)
+
+    def test_a_split_nfse_sale_offers_each_notes_pdf_and_xml(self):
+        self.account.nfse_multiple_codes = "split"
+        training = self.env["product.product"].create(
+            {
+                "name": "Treinamento",
+                "default_code": "TRN-1",
+                "type": "service",
+                "invoice_policy": "order",
+                "taxes_id": [Command.clear()],
+                "fiscal_national_code": "080201",
+            }
+        )
+        self.product.fiscal_national_code = "010701"
+        order = self.make_order(qty=1, price=1000.0)
+        order.order_line = [Command.create({"product_id": training.id, "product_uom_qty": 1, "price_unit": 80.0})]
+        self.confirm(order)
+        self.run_queue()
+        docs = order.fiscal_document_ids.sorted("split_part")
+        for doc in docs:
+            self.assertEqual(self.run_until(doc, ("issued",)), "issued", doc.last_error)
+        page = self.url_open(order.get_portal_url())
+        self.assertIn(", ".join(docs.mapped("number")), page.text)
+        token = order.access_token
+        for doc, suffix in zip(docs, ("", "-2"), strict=True):
+            for kind, attachment in (("pdf", doc.pdf_attachment_id), ("xml", doc.xml_attachment_id)):
+                self.assertIn(f"/fiscal/{kind}{suffix}?", page.text)
+                answer = self.url_open(f"/my/orders/{order.id}/fiscal/{kind}{suffix}?access_token={token}")
+                self.assertEqual(answer.content, attachment.raw, (doc.split_part, kind))
