@@ -325,11 +325,14 @@ class FiscalProviderAccount(models.Model):
         if not account.base_url:
             raise UserError(self.env._("The fiscal account %s has no base URL.", self.name))
         params = self.env["ir.config_parameter"].sudo()
+        # How long the service takes to render a PDF after finalizing: the provider's own guess unless set.
+        ready_after = params.get_param("fiscal_invoice_connector.pdf_ready_after")
         return ProviderConfig(
             base_url=account.base_url,
             credentials=credentials,
             environment=account.environment,
             options={
+                **({"pdf_ready_after": float(ready_after)} if ready_after else {}),
                 "pdf_poll_interval": float(params.get_param("fiscal_invoice_connector.pdf_poll_interval", 2.0)),
                 "pdf_max_polls": int(params.get_param("fiscal_invoice_connector.pdf_max_polls", 5)),
                 "company_id": account.company_ref or None,
