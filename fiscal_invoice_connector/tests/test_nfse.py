@@ -141,6 +141,19 @@ class TestWebhooks(FiscalTestCommon, HttpCase):
         self.run_queue()
         self.assertEqual(doc.state, "issued", "read again from the provider, then issued")
 
+    def test_after_the_notification_one_status_read_and_the_files_through_their_links(self):
+        doc = self._pending_doc()
+        self.sim.requests.clear()
+        self.assertEqual(self._post(self._path(), self._payload(doc)).status_code, 202)
+        self.adapter.release()
+        self.run_queue()
+        self.assertEqual((doc.state, doc.pdf_state), ("issued", "done"), doc.last_error)
+        api = [(r["method"], r["path"]) for r in self.sim.requests if not r["path"].startswith("/simulator-files/")]
+        self.assertEqual(api, [("GET", f"/v1/empresas/{self.account.company_ref}/nfes/{doc.remote_id}")])
+        files = [r["path"].rsplit(".", 1)[-1] for r in self.sim.requests if r["path"].startswith("/simulator-files/")]
+        self.assertEqual(sorted(files), ["pdf", "xml"], "PDF and XML from the download links (storage)")
+        self.assertTrue(doc.pdf_attachment_id.raw.startswith(b"%PDF") and doc.xml_attachment_id)
+
     def _path(self, secret=None):
         return f"/fiscal_invoice_connector/webhook/{self.account.id}/{secret or self.account.webhook_secret}"
 
