@@ -752,6 +752,7 @@ class FiscalDocument(models.Model):
             remote_state=(self.remote_state or None) if not resend else None,
             number=self.number or None,
             probe=bool(self.create_sent and not self.remote_id),
+            await_webhook=bool(account.webhook_received_at) and "async" in cls.capabilities,
             replace_draft=replace,
             expected_total=Decimal(str(source.amount_total)) if source and not receipt else None,
             tolerance=Decimal(str(account.totals_tolerance or 0)),

@@ -389,7 +389,9 @@ class FiscalProvider:
         if body_is_truncated(response, content):
             raise TransientError(f"{self.label}: {what} download cut short")
         if response.status_code != 200 or not content:
-            raise TransientError(f"{self.label}: {what} download answered HTTP {response.status_code}")
+            raise TransientError(
+                f"{self.label}: {what} download answered HTTP {response.status_code}", status=response.status_code
+            )
         return content
 
     # -- operations (override) ---------------------------------------------

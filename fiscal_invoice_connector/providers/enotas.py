@@ -137,6 +137,7 @@ class EnotasProvider(FiscalProvider):
     # Where an authorized note's files are: links in the note's JSON [1], served from storage without
     # the API key and outside the API budget [?]. A link refused (expired?) falls back to the API route.
     download_links = {"pdf": "linkDownloadPDF", "xml": "linkDownloadXML"}
+    expired_link_statuses = (403, 404, 410)  # what a storage host answers to a stale link [?]
 
     def __init__(self, config, session=None, services=None):
         super().__init__(config, session, services)
@@ -468,8 +469,10 @@ class EnotasProvider(FiscalProvider):
         if link:
             try:
                 return self._download(link, what)
-            except TransientError:
-                pass  # through the API below
+            except TransientError as error:
+                if error.status not in self.expired_link_statuses:
+                    raise  # the storage is down: later, as any transient failure
+                # The link is refused (expired?): through the API below.
         try:
             response = self._request("GET", self._note_path(remote_id, suffix), raw=True)
         except ValidationError as error:

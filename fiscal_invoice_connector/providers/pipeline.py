@@ -16,7 +16,8 @@ Per provider capabilities, a job goes through:
    the customer only;
 2. ``finalize`` date by date (a series refuses a document dated before its last final one);
    documents final on creation (Vendus) and receipts are created here; asynchronous providers
-   (eNotas, InvoiCy) answer their status (``pending`` = read again later);
+   (eNotas, InvoiCy) answer their status (``pending`` = read again later; not read right after
+   the emission when the account's notifications say when to read it);
 3. follow-ups (PDF, XML, settle), PDFs still being rendered asked in rounds;
 4. e-mails last, one checkpoint each (the one step nobody can take back; an e-mail whose
    outcome is unknown is never sent again);
@@ -161,6 +162,9 @@ class Job:
     remote_state: str | None = None
     number: str | None = None
     probe: bool = False  # a create may have reached the provider: look by reference first
+    # The provider notifies this account (webhook): an asynchronous document just sent is not read
+    # back at once (it is almost always still pending), but when the notification comes.
+    await_webhook: bool = False
     create_attempted: bool = False  # the create request was (about to be) sent
     replace_draft: bool = False  # delete the draft (totals differed) and create it again
     expected_total: object = None
@@ -467,6 +471,9 @@ class Pipeline:
                 job.probe = False
             self._create(client, job)  # final on creation (e.g. Vendus), receipts: in date order
             if not job.remote_id:
+                return
+            if job.await_webhook and job.remote_state == "pending":
+                job.waiting = True  # read once, when the service says it has decided
                 return
         if job.mode == "draft" or job.remote_state in ("final", "settled", "rejected"):
             return
