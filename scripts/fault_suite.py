@@ -239,6 +239,8 @@ SETUP_CODE = textwrap.dedent(
     company = env.company
     params = env["ir.config_parameter"]
     params.set_param("fiscal_invoice_connector.pdf_poll_interval", "0.05")
+    # These simulators render a PDF after one 202, not after a time: no render delay to wait for.
+    params.set_param("fiscal_invoice_connector.pdf_ready_after", "0")
     if os.environ.get("FIC_CONCURRENCY"):
         params.set_param("fiscal_invoice_connector.concurrency", os.environ["FIC_CONCURRENCY"])
     Account = env["fiscal.provider.account"].with_context(tracking_disable=True)

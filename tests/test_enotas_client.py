@@ -271,6 +271,24 @@ def test_pending_then_final_with_number_verification_code_pdf_and_xml(sim):
     assert (parsed["number"], parsed["verification_code"], parsed["total"]) == ("1", final.atcud, Decimal("101.00"))
 
 
+def test_files_of_an_authorized_note_come_through_its_download_links(sim):
+    """The note's JSON gives linkDownloadPDF / linkDownloadXML: the files come from there (storage,
+    no key, outside the API budget), not from two more API calls."""
+    client = make_client(sim)
+    note = client.create(document())
+    sim.complete(note.remote_id)
+    client.fetch_status("invoice", note.remote_id)
+    before = len(sim.requests)
+    assert client.fetch_pdf("invoice", note.remote_id).startswith(b"%PDF")
+    assert parse_nfse_xml(client.fetch_xml("invoice", note.remote_id))["number"] == "1"
+    token = sim.notes[note.remote_id]["_token"]
+    files = [f"/simulator-files/nfse/{token}.pdf", f"/simulator-files/nfse/{token}.xml"]
+    assert [r["path"] for r in sim.requests[before:]] == files
+    # A client that has not read the note (a later run) asks the API.
+    make_client(sim).fetch_pdf("invoice", note.remote_id)
+    assert sim.requests[-1]["path"].endswith(f"/nfes/{note.remote_id}/pdf")
+
+
 def test_authorization_happens_after_the_delay():
     with EnotasSimulator(api_key=KEY, company_id=COMPANY, authorization_delay=0.2) as sim:
         client = make_client(sim)
@@ -339,7 +357,8 @@ def test_number_missing_from_the_json_is_read_from_the_xml():
         final = client.fetch_status("invoice", note.remote_id)
         assert final.state == "final"
         assert final.number == "1" and final.atcud == sim.notes[note.remote_id]["codigoVerificacao"]
-        assert [r["path"].rsplit("/", 1)[-1] for r in sim.requests][-1] == "xml"
+        # Through the note's download link (storage), not the API.
+        assert sim.requests[-1]["path"] == "/simulator-files/nfse/" + sim.notes[note.remote_id]["_token"] + ".xml"
 
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from fiscal_simulators.invoicexpress import InvoiceXpressSimulator
 
 from odoo.addons.fiscal_invoice_connector.providers.base import (
     AuthenticationError,
+    ClientServices,
     FiscalDocumentData,
     FiscalLine,
     FiscalParty,
@@ -240,6 +241,38 @@ def test_renamed_customer_is_updated_not_duplicated():
         (stored,) = sim.clients.values()
         assert stored["name"] == "ACME Portugal SA" and stored["code"] == "ODOO-17"
         assert sim.documents[int(final.remote_id)]["client"]["name"] == "ACME Portugal SA"
+
+
+def seeded_client(sim, clients):
+    """A client of a later run, seeded as the Odoo layer does with what earlier runs sent."""
+    config = ProviderConfig(base_url=sim.base_url, credentials={"api_key": KEY}, timeout=2)
+    return InvoiceXpressProvider(config, services=ClientServices(shared={"clients": dict(clients)}))
+
+
+def test_customer_sent_in_an_earlier_run_costs_no_request_until_it_changes(sim):
+    first = make_client(sim)
+    first.prepare(document())
+    remembered = dict(first.clients)  # {code: (client id, digest)}, stored by the Odoo layer
+    sim.requests.clear()
+    seeded_client(sim, remembered).prepare(document("INV/2025/0002"))
+    assert requests_to(sim, "/clients") == [], "unchanged: neither looked up nor updated"
+
+    moved = seeded_client(sim, remembered)
+    moved.prepare(document("INV/2025/0003", partner=party(city="Porto", email="geral@acme.pt")))
+    assert [r["method"] for r in requests_to(sim, "/clients")] == ["PUT"], "changed: one update"
+    (stored,) = sim.clients.values()
+    assert (stored["city"], stored["email"]) == ("Porto", "geral@acme.pt")
+    assert moved.clients["ODOO-17"][1] != remembered["ODOO-17"][1]
+
+    # Deleted at InvoiceXpress since: the update is refused, the customer is found or created again.
+    sim.clients.clear()
+    sim.requests.clear()
+    seeded_client(sim, remembered).prepare(document("INV/2025/0004", partner=party(city="Faro")))
+    assert [(r["method"], r["status"]) for r in requests_to(sim, "/clients")] == [
+        ("PUT", 404),
+        ("GET", 404),
+        ("POST", 201),
+    ]
 
 
 def test_two_workers_creating_the_same_customer_share_one_client(sim):

@@ -108,7 +108,8 @@ def ix_factory(sim, key=KEY, **options):
             base_url=sim.base_url,
             credentials={"api_key": key},
             timeout=5,
-            options={"pdf_poll_interval": 0.01, **options},
+            # These simulators render PDFs at once (pdf_render_seconds 0): no wait before the first poll.
+            options={"pdf_poll_interval": 0.01, "pdf_ready_after": 0.0, **options},
         )
         return InvoiceXpressProvider(config, services=services)
 
@@ -374,6 +375,20 @@ def test_an_unpaced_burst_does_get_429():
         jobs = [job(n, customer=f"ODOO-C{n % 2}") for n in range(10)]
         pipeline({1: ix_factory(sim)}, concurrency=8).run(jobs)
         assert statuses(sim, 429)
+
+
+def test_pdfs_are_asked_for_once_rendered_so_the_first_poll_answers():
+    """InvoiceXpress renders a PDF after finalizing: the batch waits that delay once after its last
+    finalization, then every document's first poll answers 200 (no 202 spent on the budget)."""
+    with InvoiceXpressSimulator(
+        api_key=KEY, rate_limit_per_minute=None, pdf_polls_before_ready=0, pdf_render_seconds=0.3
+    ) as sim:
+        jobs = [job(n, want_pdf=True) for n in range(6)]
+        started = time.monotonic()
+        pipeline({1: ix_factory(sim, pdf_ready_after=0.4)}, concurrency=3).run(jobs)
+        assert all(j.error is None and j.pdf.startswith(b"%PDF") for j in jobs)
+        assert [r["status"] for r in requests_to(sim, "/api/pdf/")] == [200] * 6
+        assert time.monotonic() - started < 2.0, "one pause for the batch, not one per document"
 
 
 def test_pdfs_being_rendered_are_polled_in_rounds():

@@ -56,4 +56,5 @@ class FiscalWebhookController(http.Controller):
         if not doc:
             return request.make_json_response({"error": "unknown document"}, status=404)
         doc._wake_up_from_webhook()
+        account._webhook_received()
         return request.make_json_response({"status": "queued"}, status=202)

@@ -3,6 +3,7 @@ from . import (
     fiscal_provider_account_builtin,
     fiscal_routing_rule,
     fiscal_product_binding,
+    fiscal_partner_binding,
     fiscal_document,
     fiscal_document_attempt,
     fiscal_document_access,

@@ -625,6 +625,18 @@ class FiscalDocument(models.Model):
             for a in accounts
             if a.rate_limit_per_minute > 0
         }
+        # What earlier runs sent about these customers (their ids at the provider): an unchanged
+        # customer costs no request, a changed one one update.
+        codes = {
+            job.data.partner.code
+            if job.data.partner
+            else getattr(factories[job.account_id][0], "final_consumer_code", "")
+            for job in jobs
+            if job.data is not None
+        }
+        bindings = self.env["fiscal.partner.binding"]
+        known = bindings._known(factories, codes - {""})
+        shared = {account_id: {"clients": dict(clients)} for account_id, clients in known.items()}
         self.env.cr.commit()  # pylint: disable=invalid-commit
 
         def make_client(account_id, services):
@@ -639,16 +651,33 @@ class FiscalDocument(models.Model):
             doc = by_id[job.doc_id]
             return bool(doc._guarded(leases[doc.id], doc._record_intent, job, step))
 
+        pipeline = Pipeline(make_client, concurrency, limiters, checkpoint=checkpoint, intent=intent, shared=shared)
         try:
-            Pipeline(make_client, concurrency, limiters, checkpoint=checkpoint, intent=intent).run(jobs)
+            pipeline.run(jobs)
         except Exception as e:  # noqa: BLE001 - a bug in the engine: every job says so, nothing is lost
             _logger.exception("Fiscal engine: unexpected error")
             for job in jobs:
                 if job.error is None:
                     job.error, job.failed_stage = e, job.failed_stage or "engine"
+        self._remember_clients(pipeline.shared, known)
         for job in jobs:
             doc = by_id[job.doc_id]
             doc._guarded(leases[doc.id], doc._apply_job, job)
+
+    def _remember_clients(self, shared, known):
+        """Store the remote customers the run found, created or updated (not what it was seeded
+        with): the next run reuses them without a request. Lost on a crash: then looked up again."""
+        try:
+            for account_id, cache in shared.items():
+                seen = known.get(account_id, {})
+                clients = cache.get("clients") or {}
+                changed = {code: value for code, value in clients.items() if seen.get(code) != value}
+                if changed:
+                    self.env["fiscal.partner.binding"]._remember(account_id, changed)
+            self.env.cr.commit()  # pylint: disable=invalid-commit
+        except Exception:  # noqa: BLE001 - only a cache: the documents' outcome matters, not this
+            self.env.cr.rollback()  # pylint: disable=invalid-commit
+            _logger.exception("Fiscal engine: remote customers not remembered")
 
     def _guarded(self, lease, step, *args):
         """_fenced, and a bug in ``step`` is reported on the document (retried later), not raised."""
@@ -743,6 +772,7 @@ class FiscalDocument(models.Model):
             remote_state=(self.remote_state or None) if not resend else None,
             number=self.number or None,
             probe=bool(self.create_sent and not self.remote_id),
+            await_webhook=bool(account.webhook_received_at) and "async" in cls.capabilities,
             replace_draft=replace,
             expected_total=Decimal(str(self.amount_total if self.split_part else source.amount_total))
             if source and not receipt

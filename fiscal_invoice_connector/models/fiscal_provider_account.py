@@ -1,4 +1,5 @@
 import secrets
+from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.exceptions import AccessError, UserError
@@ -122,6 +123,13 @@ class FiscalProviderAccount(models.Model):
         readonly=False,
         help="The provider's budget for this account (InvoiceXpress: 100 per minute). The queue paces its "
         "calls to stay within it instead of spending them on 429 answers. 0: no limit known.",
+    )
+    webhook_received_at = fields.Datetime(
+        "Last notification",
+        readonly=True,
+        copy=False,
+        help="When the provider last notified a document's status on the webhook URL. Once it does, a "
+        "document just sent is not read back at once: the notification says when to read it.",
     )
     poll_interval = fields.Integer(
         default=30,
@@ -252,6 +260,13 @@ class FiscalProviderAccount(models.Model):
             cls = account._get_provider_class() if account.provider else None
             account.rate_limit_per_minute = cls.default_rate_limit if cls else 0
 
+    def _webhook_received(self):
+        """A valid notification about one of our documents arrived: the provider notifies this
+        account (written at most once an hour: no write on the account row per notification)."""
+        now = fields.Datetime.now()
+        if not self.webhook_received_at or now - self.webhook_received_at > timedelta(hours=1):
+            self.sudo().write({"webhook_received_at": now})
+
     def _compute_webhook_url(self):
         base = self.env["ir.config_parameter"].sudo().get_param("web.base.url", "")
         for account in self:
@@ -347,11 +362,14 @@ class FiscalProviderAccount(models.Model):
         if not account.base_url:
             raise UserError(self.env._("The fiscal account %s has no base URL.", self.name))
         params = self.env["ir.config_parameter"].sudo()
+        # How long the service takes to render a PDF after finalizing: the provider's own guess unless set.
+        ready_after = params.get_param("fiscal_invoice_connector.pdf_ready_after")
         return ProviderConfig(
             base_url=account.base_url,
             credentials=credentials,
             environment=account.environment,
             options={
+                **({"pdf_ready_after": float(ready_after)} if ready_after else {}),
                 "pdf_poll_interval": float(params.get_param("fiscal_invoice_connector.pdf_poll_interval", 2.0)),
                 "pdf_max_polls": int(params.get_param("fiscal_invoice_connector.pdf_max_polls", 5)),
                 "company_id": account.company_ref or None,

@@ -365,6 +365,9 @@ class FiscalProvider:
     atcud_required = False
     # Documents final on creation: nothing could be compared before, so the total is compared after.
     compare_final_total = False
+    # Seconds a final document's PDF takes to be ready at the service: the engine asks for it no
+    # sooner (0: at once).
+    pdf_ready_after = 0.0
 
     def __init__(self, config: ProviderConfig, session: requests.Session | None = None, services=None):
         services = services or ClientServices()
@@ -375,7 +378,9 @@ class FiscalProvider:
         # of what is left (rate-limit headers); None outside the engine.
         self.throttle = services.throttle
         self.observe_rate = services.observe_rate
-        # What the clients of one account share during a run (e.g. remote customer ids).
+        # What the clients of one account share during a run. "clients": remote customers by our
+        # code, (remote id, digest of what was sent), seeded by the Odoo layer from earlier runs and
+        # stored back after the run (fiscal.partner.binding).
         self.shared = services.shared if services.shared is not None else {}
         self.redact = Redactor(config.secrets)
         self.trace: list[Exchange] = []
@@ -384,6 +389,23 @@ class FiscalProvider:
     def pdf_polls_per_call(self):
         """How many times one fetch_pdf call may ask for a PDF still being rendered."""
         return self.services.pdf_polls or self.pdf_max_polls
+
+    def _download(self, url, what):
+        """A file behind a link the service gave (a pre-signed storage URL): no credentials, not
+        counted in the API budget (no throttle), counted in ``calls`` as a request all the same."""
+        self.calls += 1
+        try:
+            response = self.session.get(url, timeout=self.config.timeout)
+            content = response.content
+        except Exception as e:  # noqa: BLE001 - any transport error is transient here
+            raise TransientError(f"{self.label}: {what} download failed ({type(e).__name__})") from None
+        if body_is_truncated(response, content):
+            raise TransientError(f"{self.label}: {what} download cut short")
+        if response.status_code != 200 or not content:
+            raise TransientError(
+                f"{self.label}: {what} download answered HTTP {response.status_code}", status=response.status_code
+            )
+        return content
 
     # -- operations (override) ---------------------------------------------
     def prepare(self, doc: FiscalDocumentData) -> None:

@@ -134,9 +134,17 @@ class EnotasProvider(FiscalProvider):
         "customer gets a refund outside the NFS-e",
     )
 
+    # Where an authorized note's files are: links in the note's JSON [1], served from storage without
+    # the API key and outside the API budget [?]. A link refused (expired?) falls back to the API route.
+    download_links = {"pdf": "linkDownloadPDF", "xml": "linkDownloadXML"}
+    expired_link_statuses = (403, 404, 410)  # what a storage host answers to a stale link [?]
+
     def __init__(self, config, session=None, services=None):
         super().__init__(config, session, services)
         self.company_id = str(config.options.get("company_id") or "").strip()
+        # The download links of the notes read during this run, by note id (shared by the account's
+        # clients: the status is read in one thread, the files fetched in another).
+        self.links = self.shared.setdefault("links", {})
 
     # -- transport ------------------------------------------------------------
     def _auth(self, kwargs):
@@ -315,6 +323,9 @@ class EnotasProvider(FiscalProvider):
         number = body.get("numero")
         verification = body.get("codigoVerificacao")
         total = _decimal(body.get("valorTotal"))
+        links = {fmt: body.get(field) for fmt, field in self.download_links.items() if body.get(field)}
+        if links:
+            self.links[str(body["id"])] = links
         return RemoteDocument(
             remote_id=str(body["id"]),
             kind=kind,
@@ -454,6 +465,14 @@ class EnotasProvider(FiscalProvider):
         )
 
     def _file(self, remote_id, suffix, what):
+        link = self.links.get(str(remote_id), {}).get(suffix.strip("/"))
+        if link:
+            try:
+                return self._download(link, what)
+            except TransientError as error:
+                if error.status not in self.expired_link_statuses:
+                    raise  # the storage is down: later, as any transient failure
+                # The link is refused (expired?): through the API below.
         try:
             response = self._request("GET", self._note_path(remote_id, suffix), raw=True)
         except ValidationError as error:

@@ -6,7 +6,9 @@ class attributes below so they are easy to change when checked on a live account
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import time
 from decimal import Decimal
 
@@ -22,7 +24,6 @@ from .base import (
     TransientError,
     ValidationError,
     _error_text,
-    body_is_truncated,
 )
 from .numbers import plain as _money
 
@@ -154,6 +155,10 @@ class InvoiceXpressProvider(FiscalProvider):
     # within one attempt, then leave it to a later attempt (each poll costs budget).
     pdf_poll_interval = 2.0
     pdf_max_polls = 5
+    # Seconds InvoiceXpress takes to render a final document's PDF [?]: the engine asks for it that
+    # long after finalizing, so that the first poll answers 200 (each 202 costs budget). The
+    # account's pdf_ready_after option overrides it.
+    pdf_ready_after = 2.0
     # related_documents (§2.2): the list's key in the answer ("documents" in the .NET client
     # filipetoscano/invoice-express) [?], a receipt's type [?], and where the note sent with a
     # partial payment (our payment reference) comes back [?]: the answer is not documented.
@@ -176,9 +181,11 @@ class InvoiceXpressProvider(FiscalProvider):
         super().__init__(config, session, services)
         self.pdf_poll_interval = float(config.options.get("pdf_poll_interval", self.pdf_poll_interval))
         self.pdf_max_polls = int(config.options.get("pdf_max_polls", self.pdf_max_polls))
-        # Remote client ids by our code, remembered for the life of this client object
-        # (one cron batch) so that a customer is looked up once, not per document.
-        self.client_ids = self.shared.setdefault("client_ids", {})
+        self.pdf_ready_after = float(config.options.get("pdf_ready_after", self.pdf_ready_after))
+        # Remote clients by our code: (client id, digest of the payload InvoiceXpress holds). Seeded by
+        # the Odoo layer with what earlier runs sent (ClientServices.shared["clients"]), kept up to date
+        # here, and stored back after the run: an unchanged customer costs no request at all.
+        self.clients = self.shared.setdefault("clients", {})
         self._items = None  # the catalogue by name (= SKU), read once by sync_product
         self._taxes = None  # the account's taxes by name (see _TAXES_CACHE)
         self._taxes_cached = False
@@ -250,16 +257,33 @@ class InvoiceXpressProvider(FiscalProvider):
         }
         return {k: v for k, v in client.items() if v not in (None, "")}
 
-    def ensure_client(self, party: FiscalParty | None):
-        """Find the customer by our stable code; create it when missing.
+    @staticmethod
+    def client_digest(payload):
+        """What identifies the client data InvoiceXpress holds for a customer (no request)."""
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
-        IX matches clients by *name* inside a document, so a renamed customer would
-        become a second client; the code lookup keeps one client per Odoo partner.
+    def ensure_client(self, party: FiscalParty | None):
+        """The customer's client id at InvoiceXpress, with what we hold about the customer.
+
+        Known and unchanged since it was last sent: no request. Known and changed (name, NIF,
+        address, e-mail...): one update. Unknown: found by our stable code, created when missing.
+        IX matches clients by *name* inside a document, so a renamed customer would become a
+        second client; the code keeps one client per Odoo partner.
         """
         payload = self._client_payload(party)
-        code = payload["code"]
-        if code in self.client_ids:
-            return self.client_ids[code]
+        code, digest = payload["code"], self.client_digest(payload)
+        known = self.clients.get(code)
+        if known and known[1] == digest:
+            return known[0]
+        if known and known[0] and party is not None:
+            try:
+                self._request(
+                    "PUT", f"/clients/{known[0]}.json", json_body={"client": payload}, expected=(200, 201, 204)
+                )
+                self.clients[code] = (known[0], digest)
+                return known[0]
+            except NotFoundError:
+                pass  # deleted at InvoiceXpress since: found by code or created below
         found = self._find_client(code)
         if found.get("id"):
             drift = {k: v for k, v in payload.items() if str(found.get(k) or "") != str(v)}
@@ -279,7 +303,9 @@ class InvoiceXpressProvider(FiscalProvider):
                 client_id = self._find_client(code).get("id")
                 if not client_id:
                     raise
-        self.client_ids[code] = client_id
+                # What that worker sent is not known: the next document checks it again.
+                digest = None
+        self.clients[code] = (client_id, digest)
         return client_id
 
     def _find_client(self, code):
@@ -513,24 +539,13 @@ class InvoiceXpressProvider(FiscalProvider):
                 url = output.get("pdfUrl") or output.get("pdf_url")
                 if not url:
                     raise NotReadyError("InvoiceXpress: the PDF answer has no pdfUrl")
-                return self._download(url)
+                content = self._download(url, "PDF")
+                if not content.startswith(b"%PDF"):
+                    raise TransientError("InvoiceXpress: the PDF download is not a PDF")
+                return content
             if poll + 1 < polls:
                 time.sleep(self.pdf_poll_interval)
         raise NotReadyError("InvoiceXpress is still generating the PDF", retry_after=30)
-
-    def _download(self, url):
-        # The pdfUrl is a pre-signed storage link: no api_key, not counted in the budget.
-        self.calls += 1
-        try:
-            response = self.session.get(url, timeout=self.config.timeout)
-            content = response.content
-        except Exception as e:  # noqa: BLE001 - any transport error is transient here
-            raise TransientError(f"InvoiceXpress: PDF download failed ({type(e).__name__})") from None
-        if body_is_truncated(response, content):
-            raise TransientError("InvoiceXpress: PDF download cut short")
-        if response.status_code != 200 or not content.startswith(b"%PDF"):
-            raise TransientError(f"InvoiceXpress: PDF download answered HTTP {response.status_code}")
-        return content
 
     def send_email(self, kind, remote_id, email, subject, body):
         payload = {

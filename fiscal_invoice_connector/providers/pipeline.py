@@ -16,7 +16,8 @@ Per provider capabilities, a job goes through:
    the customer only;
 2. ``finalize`` date by date (a series refuses a document dated before its last final one);
    documents final on creation (Vendus) and receipts are created here; asynchronous providers
-   (eNotas, InvoiCy) answer their status (``pending`` = read again later);
+   (eNotas, InvoiCy) answer their status (``pending`` = read again later; not read right after
+   the emission when the account's notifications say when to read it);
 3. follow-ups (PDF, XML, settle), PDFs still being rendered asked in rounds;
 4. e-mails last, one checkpoint each (the one step nobody can take back; an e-mail whose
    outcome is unknown is never sent again);
@@ -162,6 +163,9 @@ class Job:
     remote_state: str | None = None
     number: str | None = None
     probe: bool = False  # a create may have reached the provider: look by reference first
+    # The provider notifies this account (webhook): an asynchronous document just sent is not read
+    # back at once (it is almost always still pending), but when the notification comes.
+    await_webhook: bool = False
     create_attempted: bool = False  # the create request was (about to be) sent
     replace_draft: bool = False  # delete the draft (totals differed) and create it again
     expected_total: object = None
@@ -193,6 +197,7 @@ class Job:
     failed_stage: str | None = None
     trace: list = field(default_factory=list)
     calls: int = 0
+    final_at: float | None = None  # time.monotonic() when it became final in this run (PDF delay)
 
     def store(self, remote):
         self.remote, self.remote_id, self.remote_state = remote, remote.remote_id, remote.state
@@ -214,13 +219,14 @@ class _ThreadClients(threading.local):
 class Pipeline:
     """Runs planned jobs through the stages with ``concurrency`` threads."""
 
-    def __init__(self, make_client, concurrency=8, limiters=None, checkpoint=None, intent=None):
+    def __init__(self, make_client, concurrency=8, limiters=None, checkpoint=None, intent=None, shared=None):
         # account_id, ClientServices -> a new provider client (its class and config only)
         self.make_client = make_client
         self.concurrency = max(1, int(concurrency))
         self.limiters = limiters or {}  # account_id -> TokenBucket
         self.local = _ThreadClients()
-        self.shared = defaultdict(dict)  # account_id -> cache shared by its clients (remote client ids)
+        # account_id -> cache shared by its clients (remote clients), seeded by the caller if given
+        self.shared = defaultdict(dict, shared or {})
         self.refused = {}  # account_id -> the AuthenticationError that stopped its jobs
         # Called in the caller's thread as each job ends a stage, in completion order, so that
         # what the provider did is recorded at once: a crash then only redoes calls in flight.
@@ -359,8 +365,12 @@ class Pipeline:
                 by_date[job.date].append(job)
         for day in sorted(by_date, key=lambda d: (d is None, d)):
             self._run(by_date[day], self._finalize, "finalize")
-        # Stage 3: follow-ups in parallel; PDFs not rendered yet (InvoiceXpress: 202) are asked
-        # again, all of them after one pause, as many times as the client would have polled.
+        # Stage 3: follow-ups in parallel. A PDF the service renders after finalizing (InvoiceXpress)
+        # is asked for once that delay has passed since the batch's last finalization (one short
+        # pause for the batch, never per document), so that the first poll answers 200; PDFs not
+        # rendered yet (202) are asked again, all of them after one pause, as many times as the
+        # client would have polled.
+        self._wait_for_pdfs(jobs)
         self._run(jobs, self._follow_ups, "follow-ups")
         for poll in range(1, max((polls for polls, _pause in self.pdf_polls.values()), default=1)):
             later = [
@@ -388,6 +398,16 @@ class Pipeline:
         # Stage 5: cancellations.
         self._run(cancels, self._cancel, "cancel")
         return jobs + cancels
+
+    def _wait_for_pdfs(self, jobs):
+        ready = [
+            job.final_at + self._client(job.account_id).pdf_ready_after
+            for job in jobs
+            if job.want_pdf and job.pdf is None and job.final_at is not None and job.error is None
+        ]
+        wait = max(ready, default=0.0) - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
     # -- steps (provider calls only) ---------------------------------------------
     def _replace(self, client, job):
@@ -456,6 +476,9 @@ class Pipeline:
             self._create(client, job)  # final on creation (e.g. Vendus), receipts: in date order
             if not job.remote_id:
                 return
+            if job.await_webhook and job.remote_state == "pending":
+                job.waiting = True  # read once, when the service says it has decided
+                return
         if job.mode == "draft" or job.remote_state == "rejected":
             return
         if job.remote_state in ("final", "settled"):
@@ -475,6 +498,8 @@ class Pipeline:
         # Also after a crash between finalize and our commit: the client treats "already
         # finalized" as success. Asynchronous providers answer their status.
         job.store(client.finalize(job.kind, job.remote_id))
+        if job.remote_state in ("final", "settled"):
+            job.final_at = time.monotonic()
         if job.remote_state == "pending":
             job.waiting = True
         elif job.remote_state in ("final", "settled"):

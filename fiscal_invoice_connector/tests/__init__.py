@@ -1,4 +1,5 @@
 from . import (
+    test_calls,
     test_fault_suite,
     test_fiscal_corpus,
     test_hostile_input,

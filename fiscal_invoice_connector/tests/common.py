@@ -43,6 +43,8 @@ class FiscalTestCommon(TestSaleCommon):
         super().setUpClass()
         params = cls.env["ir.config_parameter"].sudo()
         params.set_param("fiscal_invoice_connector.pdf_poll_interval", "0.01")
+        # The simulators render PDFs at once unless a test says otherwise: no wait before the first poll.
+        params.set_param("fiscal_invoice_connector.pdf_ready_after", "0")
         cls.company = cls.company_data["company"]
         cls.tax_23 = cls.env["account.tax"].create(
             {

@@ -676,8 +676,9 @@ class TestFaultSuiteEnotas(FaultStormCases, FiscalTestCommon):
     step_filters = {
         "create": {"path_contains": "/nfes", "method": "POST"},
         "finalize": {"path_contains": "/nfes/", "method": "GET"},
-        "fetch_xml": {"path_contains": "/xml", "method": "GET"},
-        "fetch_pdf": {"path_contains": "/pdf", "method": "GET"},
+        # Through the download links of the note's status answer (storage: /simulator-files/nfse/<token>.xml).
+        "fetch_xml": {"path_contains": ".xml", "method": "GET"},
+        "fetch_pdf": {"path_contains": ".pdf", "method": "GET"},
     }
 
     def remote_reference(self, remote):

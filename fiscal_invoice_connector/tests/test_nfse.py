@@ -141,6 +141,34 @@ class TestWebhooks(FiscalTestCommon, HttpCase):
         self.run_queue()
         self.assertEqual(doc.state, "issued", "read again from the provider, then issued")
 
+    def test_after_the_notification_one_status_read_and_the_files_through_their_links(self):
+        doc = self._pending_doc()
+        self.sim.requests.clear()
+        self.assertEqual(self._post(self._path(), self._payload(doc)).status_code, 202)
+        self.adapter.release()
+        self.run_queue()
+        self.assertEqual((doc.state, doc.pdf_state), ("issued", "done"), doc.last_error)
+        api = [(r["method"], r["path"]) for r in self.sim.requests if not r["path"].startswith("/simulator-files/")]
+        self.assertEqual(api, [("GET", f"/v1/empresas/{self.account.company_ref}/nfes/{doc.remote_id}")])
+        files = [r["path"].rsplit(".", 1)[-1] for r in self.sim.requests if r["path"].startswith("/simulator-files/")]
+        self.assertEqual(sorted(files), ["pdf", "xml"], "PDF and XML from the download links (storage)")
+        self.assertTrue(doc.pdf_attachment_id.raw.startswith(b"%PDF") and doc.xml_attachment_id)
+
+        # The account is known to notify now: the next note costs its emission and one status read.
+        self.sim.requests.clear()
+        self.adapter.hold()
+        order = self.confirm(self.make_order(qty=2))
+        self.run_queue()
+        second = order.fiscal_document_id
+        self.assertEqual((second.state, second.remote_state), ("sending", "pending"), second.last_error)
+        self.assertEqual([r["method"] for r in self.sim.requests], ["POST"], "not read back right after sending")
+        self.assertEqual(self._post(self._path(), self._payload(second)).status_code, 202)
+        self.adapter.release()
+        self.run_queue()
+        self.assertEqual((second.state, second.pdf_state), ("issued", "done"), second.last_error)
+        api = [r["method"] for r in self.sim.requests if not r["path"].startswith("/simulator-files/")]
+        self.assertEqual(api, ["POST", "GET"], "≤ 2 calls per note plus the notification")
+
     def _path(self, secret=None):
         return f"/fiscal_invoice_connector/webhook/{self.account.id}/{secret or self.account.webhook_secret}"
 

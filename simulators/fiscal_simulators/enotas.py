@@ -162,6 +162,8 @@ class EnotasSimulator(SimulatorServer):
         ("GET", rf"{_COMPANY}/nfes/(?P<nfe_id>{_SEG})", "_get_note"),
         ("DELETE", rf"{_COMPANY}/nfes/(?P<nfe_id>{_SEG})", "_cancel_note"),
         ("GET", rf"{_COMPANY}/nfes/(?P<nfe_id>{_SEG})/(?P<fmt>pdf|xml)", "_file"),
+        # linkDownloadPDF / linkDownloadXML: files on a storage host, no key, outside the API budget [?].
+        ("GET", r"/simulator-files/nfse/(?P<token>[0-9a-f]{32})\.(?P<fmt>pdf|xml)", "_stored_file"),
     )
 
     def __init__(
@@ -340,6 +342,10 @@ class EnotasSimulator(SimulatorServer):
         return self._deliver(url, payload)
 
     # ------------------------------------------------------------- transport hooks
+    def is_public(self, request):
+        # The download links mimic pre-signed storage URLs: no key, not counted by the rate limit.
+        return request.path.startswith("/simulator-files/")
+
     def authenticate(self, request):
         header = request.headers.get("Authorization") or ""
         scheme, _, key = header.partition(" ")
@@ -612,7 +618,9 @@ class EnotasSimulator(SimulatorServer):
         key = (company["id"], prepared["ambienteEmissao"])
         rps = self._rps_numbers.get(key, 0) + 1
         self._rps_numbers[key] = rps
-        base = f"{self._public_base(request)}/empresas/{company['id']}/nfes/{nfe_id}"
+        token = uuid.uuid4().hex
+        host = request.headers.get("Host")
+        files = f"{f'http://{host}' if host else self.root_url}/simulator-files/nfse/{token}"
         note = {
             "id": nfe_id,
             "tipo": "NFS-e",
@@ -628,8 +636,9 @@ class EnotasSimulator(SimulatorServer):
             "dataUltimaAlteracao": _now_iso(),
             "dataAutorizacao": None,
             "dataCancelamento": None,
-            "linkDownloadPDF": base + "/pdf",
-            "linkDownloadXML": base + "/xml",
+            "linkDownloadPDF": files + ".pdf",
+            "linkDownloadXML": files + ".xml",
+            "_token": token,
             "_company": company["id"],
             "_phase": None,
             "_started": None,
@@ -839,6 +848,15 @@ class EnotasSimulator(SimulatorServer):
     def _file_by_external_id(self, request, company_id, external_id, fmt):
         company = self._company(company_id)
         return self._file_response(company, self._note_by_external_id(company, external_id), fmt)
+
+    def _stored_file(self, request, token, fmt):
+        note = next((n for n in self.notes.values() if n.get("_token") == token), None)
+        if note is None or note["status"] not in NUMBERED:
+            return SimResponse.text(404, "NoSuchKey")  # what a storage bucket says
+        company = self.companies[note["_company"]]
+        if fmt == "pdf":
+            return SimResponse(200, self._pdf(company, note), {"Content-Type": "application/pdf"})
+        return SimResponse(200, self.nfse_xml(note), {"Content-Type": "application/xml; charset=utf-8"})
 
     def _file_response(self, company, note, fmt):
         if note["status"] not in NUMBERED:

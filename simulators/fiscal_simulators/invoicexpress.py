@@ -27,6 +27,7 @@ import hmac
 import math
 import re
 import sys
+import time
 from datetime import date as date_cls
 from datetime import datetime
 from decimal import Decimal
@@ -133,6 +134,7 @@ class InvoiceXpressSimulator(SimulatorServer):
         rate_limit_per_minute=100,
         latency=0.0,
         pdf_polls_before_ready=1,
+        pdf_render_seconds=0.0,
         require_exemption_for_zero_vat=True,
         series_communicated=True,
         port=0,
@@ -140,7 +142,11 @@ class InvoiceXpressSimulator(SimulatorServer):
         timeout_seconds=15.0,
     ):
         self.api_key = api_key
+        # The PDF is ready once the document has been final for ``pdf_render_seconds`` (rendering is
+        # asynchronous at the real service, its duration [?]) and at least ``pdf_polls_before_ready``
+        # polls have answered 202 (to test a client's polling); 202 until then.
         self.pdf_polls_before_ready = pdf_polls_before_ready
+        self.pdf_render_seconds = pdf_render_seconds
         self.require_exemption_for_zero_vat = require_exemption_for_zero_vat
         self.series_communicated = series_communicated
         super().__init__(
@@ -592,6 +598,7 @@ class InvoiceXpressSimulator(SimulatorServer):
             # A series not communicated to the AT has no validation code: IX answers N/D [C].
             atcud=f"{DOCUMENT_TYPES[doc['_type']][2]}-{number}" if self.series_communicated else "N/D",
             saft_hash=saft_printed_hash(full_hash),
+            _final_at=time.monotonic(),
         )
         if doc["_type"] == "invoice_receipts":
             doc["_paid"] = Decimal(str(doc["total"]))
@@ -685,7 +692,8 @@ class InvoiceXpressSimulator(SimulatorServer):
         if doc["status"] in ("draft", "deleted"):
             raise self._errors(406, MSG_INVALID_STATE)
         doc["_pdf_polls"] += 1
-        if doc["_pdf_polls"] <= self.pdf_polls_before_ready:
+        rendering = time.monotonic() - doc.get("_final_at", 0.0) < self.pdf_render_seconds
+        if doc["_pdf_polls"] <= self.pdf_polls_before_ready or rendering:
             # Rendering is asynchronous: 202 and an empty body until it is ready.
             return SimResponse(202)
         url = f"{self._public_base(request)}/simulator-files/{doc['id']}.pdf"
@@ -839,6 +847,7 @@ def main(argv=None):
     parser.add_argument("--rate-limit", type=int, default=100, help="requests per minute, 0 = unlimited")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     parser.add_argument("--pdf-polls", type=int, default=1, help="202 answers before a PDF is ready")
+    parser.add_argument("--pdf-render-seconds", type=float, default=0.0, help="seconds to render a final PDF")
     parser.add_argument(
         "--allow-zero-vat-without-exemption", action="store_true", help="accept 0%% lines without tax_exemption"
     )
@@ -848,6 +857,7 @@ def main(argv=None):
         rate_limit_per_minute=args.rate_limit or None,
         latency=args.latency,
         pdf_polls_before_ready=args.pdf_polls,
+        pdf_render_seconds=args.pdf_render_seconds,
         require_exemption_for_zero_vat=not args.allow_zero_vat_without_exemption,
         port=args.port,
         host=args.host,

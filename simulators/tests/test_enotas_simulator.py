@@ -171,7 +171,23 @@ def test_note_goes_through_authorization_after_the_delay(timed_sim):
     note = get(timed_sim, nfe_id)
     assert note["status"] == "Autorizada" and note["numero"] == "1"
     assert len(note["codigoVerificacao"]) == 8 and note["dataAutorizacao"]
-    assert note["linkDownloadPDF"].endswith(f"/v1/empresas/{COMPANY}/nfes/{nfe_id}/pdf")
+    # Download links on a storage host: no key, not counted by the rate limit.
+    assert "/simulator-files/nfse/" in note["linkDownloadPDF"] and note["linkDownloadPDF"].endswith(".pdf")
+    assert note["linkDownloadXML"] == note["linkDownloadPDF"][:-4] + ".xml"
+
+
+def test_download_links_serve_the_files_without_key_or_budget(sim):
+    nfe_id = create(sim)
+    note = get(sim, nfe_id)
+    assert requests.get(note["linkDownloadPDF"], timeout=5).status_code == 404  # not authorized yet
+    sim.complete(nfe_id)
+    sim.rate_limit_per_minute = 1
+    assert call(sim, "GET", f"/nfes/{nfe_id}").status_code == 200  # takes the only slot
+    pdf = requests.get(note["linkDownloadPDF"], timeout=5)
+    xml = requests.get(note["linkDownloadXML"], timeout=5)
+    assert call(sim, "GET", f"/nfes/{nfe_id}").status_code == 429
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert xml.status_code == 200 and parse_nfse_xml(xml.content)["number"] == "1"
 
 
 def test_zero_delay_authorizes_at_the_first_read():

@@ -362,6 +362,14 @@ def test_pdf_ready_at_once_when_no_polls_are_configured():
         assert call(sim, "GET", f"/api/pdf/{doc['id']}.json").status_code == 200
 
 
+def test_pdf_is_202_while_it_renders_after_finalizing():
+    with InvoiceXpressSimulator(pdf_polls_before_ready=0, pdf_render_seconds=0.3) as sim:
+        doc = finalized(sim)
+        assert call(sim, "GET", f"/api/pdf/{doc['id']}.json").status_code == 202
+        time.sleep(0.35)
+        assert call(sim, "GET", f"/api/pdf/{doc['id']}.json").status_code == 200
+
+
 def test_built_pdf_is_readable():
     PyPDF2 = pytest.importorskip("PyPDF2")
     import io
