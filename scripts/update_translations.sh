@@ -33,6 +33,10 @@ fi
 say "exporting $POT..."
 "$PY" "$ODOO_BIN" --addons-path="$ADDONS_PATH" i18n export -d "$DB" -o "$POT" fiscal_invoice_connector >> "$log" 2>&1 \
     || { tail -40 "$log"; die "the export failed"; }
+# bootstrap.sh installs the addon editable: build/__editable__/odoo/addons/fiscal_invoice_connector
+# links back to this folder, and the exporter follows links (down to the longest path the system
+# allows), so every Python string would also be listed under build/__editable__/... paths.
+sed -i '\|^#: code:addons/fiscal_invoice_connector/build/|d' "$POT"
 
 shopt -s nullglob
 for po in "$I18N"/*.po; do
