@@ -245,8 +245,10 @@ class FiscalDocument(models.Model):
             )
         )
         docs.invalidate_recordset(["reference"])
+        # No live notification for a new document: it is queued in the transaction of the user
+        # who confirmed or posted, whose form reloads with the action (a bus message costs a
+        # connection of its own at commit); the queue's first step tells the other open forms.
         self.env.cr.precommit.data.setdefault("fiscal_invoice_connector.created", set()).update(docs.ids)
-        docs._notify_sources()
         return docs
 
     def write(self, vals):
@@ -386,7 +388,8 @@ class FiscalDocument(models.Model):
             "account_id": account.id,
             "sale_order_id": order.id if order else False,
             "move_id": move.id if move else False,
-            "partner_id": record.partner_id.commercial_partner_id.id,
+            # (As superuser: the user's record rules on partners cost more than the read.)
+            "partner_id": record.sudo().partner_id.commercial_partner_id.id,
             "kind": kind,
             "document_type": "credit_note" if kind == "credit_note" else account.document_type,
             "mode": account.mode,
@@ -1230,9 +1233,7 @@ class FiscalDocument(models.Model):
                     record = doc
                 else:
                     continue
-            record.sudo()._message_log(
-                body=body, message_type="comment", attachment_ids=attachments.ids if attachments else False
-            )
+            record.sudo()._message_log(body=body, attachment_ids=attachments.ids if attachments else False)
         self._notify_sources()
 
     # ------------------------------------------------------------------ credit notes, receipts
