@@ -683,6 +683,8 @@ class FiscalDocument(models.Model):
         and its writes. Any exception (a bug, a user's concurrent commit) rolls the batch back
         and each document then goes alone through ``_guarded`` (retries, errors reported on
         that document only). Returns ``{document id: result}``."""
+        if not self:
+            return {}
         cr = self.env.cr
         cr.commit()  # pylint: disable=invalid-commit
         self.env.invalidate_all()
