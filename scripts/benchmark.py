@@ -1052,6 +1052,13 @@ class Bench:
             )
             add("429 answers in that run", "0", OLD["429"], str(b["status_429"]), b["status_429"] == 0)
             add(
+                "SQL queries per document in that run (paced: documents end their stages one by one)",
+                "≤ 20",
+                "not measured",
+                f"{b['sql_per_doc']:.0f}",
+                b["sql_per_doc"] <= 20,
+            )
+            add(
                 "Drain rate at that budget",
                 "(budget / calls per document)",
                 OLD["drain"],
