@@ -154,8 +154,21 @@ def rss_mb():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+STORAGE = "(storage)"  # the label's suffix of a download outside the API and its budget
+
+
+def is_storage(entry):
+    """A request the simulator serves without key or rate-limit slot (a pre-signed storage link,
+    a download link): recorded by the benchmark's simulators (``public_paths``), else by path."""
+    return bool(entry.get("public")) or entry["path"].startswith("/simulator-files/")
+
+
 def classify(entry):
     method, path = entry["method"], entry["path"].split("?")[0]
+    if is_storage(entry):
+        low = entry["path"].lower()
+        kind = "PDF" if "pdf" in low else "XML" if "xml" in low else "file"
+        return f"{kind} download {STORAGE}"
     if "/nfes" in path:  # eNotas
         tail = path.split("/nfes", 1)[1].strip("/")
         if method == "POST":
@@ -165,12 +178,12 @@ def classify(entry):
         if tail.endswith("/xml"):
             return "XML"
         return "status read" if tail else f"{method} nfes"
+    if path.endswith("/arecepcao.aspx"):  # InvoiCy: one SOAP endpoint, the operation is in the body
+        return f"SOAP {method}"
     if path.rstrip("/").startswith(("/ws/v1.1/documents", "/documents")):  # Vendus
         if method == "POST":
             return "create"
         return "PDF" if "output=pdf" in entry["path"] else f"{method} document"
-    if path.startswith("/simulator-files/"):
-        return "PDF download (storage)"
     if "/api/pdf/" in path:
         return f"PDF poll {entry['status']}"
     if "find-by-code" in path:
@@ -184,6 +197,29 @@ def classify(entry):
     if method == "GET" and path in ("/invoices.json",):
         return "probe by reference"
     return f"{method} {path.rsplit('/', 1)[-1] if path.rstrip('/').count('/') > 2 else path}"
+
+
+# The reference run before issue 15 (docs/benchmark.md of 2026-11-21), shown beside each new figure.
+OLD_RUN = "2026-11-21"
+OLD = {
+    "confirm": "2.47×",
+    "post": "1.15×",
+    "sql_100": "67",
+    "sql_1000": "66",
+    "list_invoices": "not measured",
+    "list_orders": "not measured",
+    "invoicexpress": "4.60 (PDF polls 2.00)",
+    "vendus": "2.00",
+    "enotas": "4.00",
+    "invoicy": "not measured",
+    "budget": "97.4 %",
+    "429": "0",
+    "drain": "16.9 documents/min",
+}
+
+
+def mark(met):
+    return "—" if met is None else ("met" if met else "**missed**")
 
 
 def machine():
@@ -331,6 +367,8 @@ class Bench:
             from fiscal_simulators.invoicexpress import InvoiceXpressSimulator as cls
         elif provider == "vendus":
             from fiscal_simulators.vendus import VendusSimulator as cls
+        elif provider == "invoicy":
+            from fiscal_simulators.invoicy import InvoicySimulator as cls
         else:
             from fiscal_simulators.enotas import EnotasSimulator as cls
 
@@ -338,6 +376,17 @@ class Bench:
             def _log(self, entry):
                 entry["t"] = time.monotonic()
                 super()._log(entry)
+
+            def is_public(self, request):
+                # Served without key or rate-limit slot: a storage download, whatever its label.
+                public = super().is_public(request)
+                if public and request.method == "GET":
+                    with self.lock:
+                        for entry in reversed(self.requests):
+                            if entry["path"].split("?")[0] == request.path and "public" not in entry:
+                                entry["public"] = True
+                                break
+                return public
 
         return Timed(**kwargs).start()
 
@@ -672,8 +721,8 @@ class Bench:
             errors = Counter(d.last_error.splitlines()[0][:80] for d in docs if d.last_error)
         log = list(sim.requests)
         kinds = Counter(classify(r) for r in log)
-        storage = sum(1 for r in log if r["path"].startswith("/simulator-files/"))
-        api = [r for r in log if not r["path"].startswith("/simulator-files/")]
+        storage = sum(1 for r in log if classify(r).endswith(STORAGE))
+        api = [r for r in log if not classify(r).endswith(STORAGE)]
         issued = states.get("issued", 0) or len(doc_ids)
         result = {
             "label": label,
@@ -779,8 +828,9 @@ class Bench:
         )
 
     def other_providers(self):
-        """Calls per document for Vendus (final on creation) and eNotas (asynchronous), no latency."""
-        from fiscal_simulators.harness import ENOTAS_COMPANY, br_customer_vals, br_service_vals
+        """Calls per document for Vendus (final on creation), eNotas and InvoiCy (asynchronous
+        NFS-e), no latency."""
+        from fiscal_simulators.harness import ENOTAS_COMPANY, INVOICY_COMPANY_CNPJ, br_customer_vals, br_service_vals
 
         args = self.args
         count = args.other_docs
@@ -814,6 +864,20 @@ class Bench:
                     **br_service_vals(),
                 }
             )
+            invoicy = env["fiscal.provider.account"].create(
+                {
+                    "name": "InvoiCy (benchmark)",
+                    "company_id": self.company_id,
+                    "provider": "invoicy",
+                    "base_url": "http://127.0.0.1:9",
+                    "api_key": "pk-bench-key",
+                    "access_key": "ak-bench-key",
+                    "company_ref": INVOICY_COMPANY_CNPJ,
+                    "issuer_municipal_registration": "12345",
+                    "trigger": "manual",
+                    **br_service_vals(),
+                }
+            )
             # An NFS-e is issued in reais, for a service whose price carries no added tax.
             brl = env.ref("base.BRL")
             brl.active = True
@@ -822,7 +886,7 @@ class Bench:
                 {"name": "Consultoria em sistemas", "type": "service", "list_price": 100.0, "taxes_id": False}
             )
             cr.commit()
-            vendus_id, enotas_id, br_id = vendus.id, enotas.id, br.id
+            vendus_id, enotas_id, invoicy_id, br_id = vendus.id, enotas.id, invoicy.id, br.id
             Order = env["sale.order"].with_context(tracking_disable=True)
             br_orders = Order.create(
                 [
@@ -831,7 +895,7 @@ class Bench:
                         "pricelist_id": brl_pricelist.id,
                         "order_line": [Command.create({"product_id": service.id, "product_uom_qty": 1 + n % 3})],
                     }
-                    for n in range(count)
+                    for n in range(2 * count)  # eNotas's, then InvoiCy's
                 ]
             )
             br_orders.action_confirm()
@@ -846,7 +910,28 @@ class Bench:
         try:
             out.append(
                 self.queue_run(
-                    f"eNotas, {count}", count, args.concurrency, sim, "enotas", enotas_id, orders=br_order_ids
+                    f"eNotas, {count}", count, args.concurrency, sim, "enotas", enotas_id, orders=br_order_ids[:count]
+                )
+            )
+        finally:
+            sim.stop()
+        sim = self.simulator(
+            "invoicy",
+            partner_key="pk-bench-key",
+            access_key="ak-bench-key",
+            company_code=INVOICY_COMPANY_CNPJ,
+            authorization_delay=0,
+        )
+        try:
+            out.append(
+                self.queue_run(
+                    f"InvoiCy, {count}",
+                    count,
+                    args.concurrency,
+                    sim,
+                    "invoicy",
+                    invoicy_id,
+                    orders=br_order_ids[count:],
                 )
             )
         finally:
@@ -885,6 +970,103 @@ class Bench:
         say(f"  {queued} documents queued by the backfill wizard in {elapsed:.1f} s ({sql} queries)")
 
     # -- report ------------------------------------------------------------------------------------
+    def targets(self):
+        """Issue 15's targets, each with the old figure, the new one and met / missed."""
+        r = self.results
+        rows = [f"| Target | Goal | Old ({OLD_RUN}) | Now | |", "|---|---|---|---|---|"]
+
+        def add(what, goal, old, now, met):
+            rows.append(f"| {what} | {goal} | {old} | **{now}** | {mark(met)} |")
+
+        for key, what in (("confirm", "Confirm a sale order"), ("post", "Post an invoice")):
+            x = r.get("user_path", {}).get({"confirm": "Confirm a sale order", "post": "Post an invoice"}[key])
+            if x:
+                add(
+                    f"{what}, with the connector / plain Odoo (interleaved, mean)",
+                    "≤ 1.05×",
+                    OLD[key],
+                    f"{x['ratio_mean']:.2f}× ({x['mean_on_ms']:.1f} / {x['mean_off_ms']:.1f} ms; SQL "
+                    f"{x['sql_on']:.0f} / {x['sql_off']:.0f})",
+                    x["ratio_mean"] <= 1.05,
+                )
+        concurrent = [x for x in r.get("throughput", []) if x["concurrency"] > 1]
+        for x in concurrent:
+            key = f"sql_{x['docs']}"
+            add(
+                f"SQL queries per document in the queue, {x['docs']:,} documents",
+                "≤ 20",
+                OLD.get(key, "-"),
+                f"{x['sql_per_doc']:.0f}",
+                x["sql_per_doc"] <= 20,
+            )
+        if len(concurrent) > 1:
+            low, high = concurrent[0]["sql_per_doc"], concurrent[-1]["sql_per_doc"]
+            add(
+                f"SQL per document flat from {concurrent[0]['docs']:,} to {concurrent[-1]['docs']:,} documents",
+                "flat (± 10 %)",
+                "67 → 66",
+                f"{low:.0f} → {high:.0f}",
+                high <= low * 1.1,
+            )
+        lists = r.get("lists")
+        for name in ("invoices", "orders") if lists else ():
+            x = lists[name]
+            add(
+                f"Queries to open a list of {lists['size']} {name}, without / with fiscal documents",
+                "same",
+                OLD[f"list_{name}"],
+                f"{x['without']} / {x['with']}",
+                x["without"] == x["with"],
+            )
+        runs = {x["provider"]: x for x in concurrent[:1] + r.get("other_providers", [])}
+        x = runs.get("invoicexpress")
+        if x:
+            polls = sum(v for k, v in x["kinds"].items() if k.startswith("PDF poll")) / x["docs"]
+            calls = x["api_calls_per_doc"]
+            add(
+                f"InvoiceXpress API calls per document ({x['docs']:,} documents, {self.args.customers} customers)",
+                "≤ 3 + at most 1 PDF poll",
+                OLD["invoicexpress"],
+                f"{calls:.2f} (PDF polls {polls:.2f}; +{x['storage_per_doc']:.2f} storage download)",
+                calls - polls <= 3 and polls <= 1,
+            )
+        for provider, goal, limit in (("vendus", "1 + the PDF", 2), ("enotas", "≤ 2 + the webhook", 2),
+                                      ("invoicy", "(no target)", None)):  # fmt: skip
+            x = runs.get(provider)
+            if x:
+                add(
+                    f"{x['label'].split(',')[0]} API calls per document",
+                    goal,
+                    OLD[provider],
+                    f"{x['api_calls_per_doc']:.2f} (+{x['storage_per_doc']:.2f} storage download)",
+                    None if limit is None else x["api_calls_per_doc"] <= limit,
+                )
+        b = r.get("budget")
+        if b:
+            add(
+                f"Budget used against 100 calls/minute ({b['docs']} documents)",
+                "≥ 95 %",
+                OLD["budget"],
+                f"{100 * b['budget_used_sending']:.1f} %",
+                b["budget_used_sending"] >= 0.95,
+            )
+            add("429 answers in that run", "0", OLD["429"], str(b["status_429"]), b["status_429"] == 0)
+            add(
+                "SQL queries per document in that run (paced: documents end their stages one by one)",
+                "≤ 20",
+                "not measured",
+                f"{b['sql_per_doc']:.0f}",
+                b["sql_per_doc"] <= 20,
+            )
+            add(
+                "Drain rate at that budget",
+                "(budget / calls per document)",
+                OLD["drain"],
+                f"{60 * b['docs'] / b['seconds']:.1f} documents/min ({b['api_calls_per_doc']:.2f} calls each)",
+                None,
+            )
+        return "\n".join(rows)
+
     def report(self):
         """The results table, the time breakdown of each queue run, and what each run left behind."""
         args, r = self.args, self.results
@@ -924,7 +1106,9 @@ class Bench:
                 )
         b = r.get("budget")
         for x in runs + ([b] if b else []) + r.get("other_providers", []):
-            target = {"invoicexpress": "≤ 3", "vendus": "1 (+PDF)", "enotas": "≤ 2 + webhooks"}[x["provider"]]
+            target = {"invoicexpress": "≤ 3", "vendus": "1 (+PDF)", "enotas": "≤ 2 + webhooks", "invoicy": ""}[
+                x["provider"]
+            ]
             kinds = ", ".join(f"{k} {v / x['docs']:.2f}" for k, v in sorted(x["kinds"].items(), key=lambda kv: -kv[1]))
             add(
                 f"| Calls per document, {x['label']} | {target} | **{x['api_calls_per_doc']:.2f}** "
@@ -994,7 +1178,7 @@ class Bench:
                 f"- backfill: {f['orders']:,} confirmed orders made in {f['create_orders_s']:.0f} s "
                 f"(up to 1,000 through the ORM, beyond that SQL copies of 500 ORM orders), then the wizard"
             )
-        return table, breakdown, "\n".join(lines)
+        return self.targets() + "\n\nEvery measure:\n\n" + table, breakdown, "\n".join(lines)
 
     def write(self, table, breakdown, outcome):
         """docs/benchmark.md: the part between the markers is replaced, the rest (analysis) is kept."""

@@ -100,12 +100,12 @@ class FiscalDocument(models.Model):
     _order = "id desc"
     _check_company_auto = True
 
-    name = fields.Char(compute="_compute_name", store=True)
+    name = fields.Char(compute="_compute_name", store=True, precompute=True)
     company_id = fields.Many2one("res.company", required=True, index=True, readonly=True)
     account_id = fields.Many2one(
         "fiscal.provider.account", required=True, index=True, check_company=True, ondelete="restrict", readonly=True
     )
-    provider = fields.Selection(related="account_id.provider", store=True)
+    provider = fields.Selection(related="account_id.provider", store=True, precompute=True)
     sale_order_id = fields.Many2one(
         "sale.order", index="btree_not_null", ondelete="restrict", check_company=True, readonly=True
     )
@@ -263,7 +263,10 @@ class FiscalDocument(models.Model):
             )
         )
         docs.invalidate_recordset(["reference"])
-        docs._notify_sources()
+        # No live notification for a new document: it is queued in the transaction of the user
+        # who confirmed or posted, whose form reloads with the action (a bus message costs a
+        # connection of its own at commit); the queue's first step tells the other open forms.
+        self.env.cr.precommit.data.setdefault("fiscal_invoice_connector.created", set()).update(docs.ids)
         return docs
 
     def write(self, vals):
@@ -295,9 +298,15 @@ class FiscalDocument(models.Model):
             docs = self.exists()
             orders = docs.sale_order_id | docs.related_document_id.sale_order_id
         moves = docs.move_id | docs.related_document_id.move_id
-        # An order's document is its invoices' one too (an order without invoice lines has none:
-        # read from the cache at confirmation, which spares the search there).
-        order_docs = docs.filtered(lambda d: not d.move_id and d.sale_order_id.order_line.invoice_lines)
+        # An order's document is its invoices' one too. A document queued in this transaction
+        # (an order being confirmed) reads its order's invoice lines from the cache, which spares
+        # the search; the queue's transactions search the invoices showing it at once.
+        created = self.env.cr.precommit.data.get("fiscal_invoice_connector.created", set())
+        order_docs = docs.filtered(
+            lambda d: not d.move_id
+            and d.sale_order_id
+            and (d.id not in created or d.sale_order_id.order_line.invoice_lines)
+        )
         if order_docs:
             moves |= self.env["account.move"].sudo().search([("fiscal_document_id", "in", order_docs.ids)])
         Bus = self.env["bus.bus"].sudo()
@@ -325,9 +334,21 @@ class FiscalDocument(models.Model):
         if not records:
             return result
         if records._name == "sale.order":
-            # Through the invoice lines in SQL: no invoice_ids computed for a whole backfill.
-            domain = ["|", ("sale_order_id", "in", records.ids),
-                      ("move_id.invoice_line_ids.sale_line_ids.order_id", "in", records.ids)]  # fmt: skip
+            # Their invoices through the invoice lines, in one query: no invoice_ids computed for a
+            # whole backfill, and no domain through four relations to prepare at each confirmation
+            # (it cost four times the search itself).
+            self.env["sale.order.line"].flush_model(["order_id", "invoice_lines"])
+            self.env["account.move.line"].flush_model(["move_id"])
+            rows = self.env.execute_query(
+                SQL(
+                    "SELECT DISTINCT line.move_id FROM sale_order_line sol"
+                    " JOIN sale_order_line_invoice_rel rel ON rel.order_line_id = sol.id"
+                    " JOIN account_move_line line ON line.id = rel.invoice_line_id"
+                    " WHERE sol.order_id IN %s",
+                    tuple(records.ids),
+                )
+            )
+            domain = ["|", ("sale_order_id", "in", records.ids), ("move_id", "in", [row[0] for row in rows])]
             for doc in Doc.search(live + domain, order="id"):
                 for order in doc.sale_order_id | doc.move_id._fiscal_sale_orders():
                     if order.id in result:
@@ -371,6 +392,17 @@ class FiscalDocument(models.Model):
         move.sudo().message_post(body=body, subtype_xmlid="mail.mt_note")
 
     @api.model
+    def _commercial_partner(self, record):
+        """The customer a document is issued to: the commercial entity of ``record``'s partner.
+        Read alone and as superuser (an invoice has it stored): not the partner's hundred
+        columns under the user's multi-company rule, at each confirmation."""
+        if "commercial_partner_id" in record._fields:
+            return record.commercial_partner_id
+        partner = record.partner_id.sudo()
+        partner.fetch(["commercial_partner_id"])
+        return partner.commercial_partner_id
+
+    @api.model
     def _enqueue(self, account, *, order=None, move=None, kind="invoice", **extra):
         """Record that a fiscal document must exist. Runs in the user's transaction:
         only inserts a row, never talks to a provider, never raises for a duplicate.
@@ -397,7 +429,7 @@ class FiscalDocument(models.Model):
             "account_id": account.id,
             "sale_order_id": order.id if order else False,
             "move_id": move.id if move else False,
-            "partner_id": record.partner_id.commercial_partner_id.id,
+            "partner_id": self._commercial_partner(record).id,
             "kind": kind,
             "document_type": "credit_note" if kind == "credit_note" else account.document_type,
             "mode": account.mode,
@@ -466,9 +498,12 @@ class FiscalDocument(models.Model):
 
     @api.model
     def _trigger_processing(self, at=None):
-        cron = self.env.ref("fiscal_invoice_connector.ir_cron_process_fiscal_documents", raise_if_not_found=False)
-        if cron:
-            cron.sudo()._trigger(at)
+        # The id from the cached xmlid (env.ref would read the row once more to check it exists).
+        cron_id = self.env["ir.model.data"]._xmlid_to_res_id(
+            "fiscal_invoice_connector.ir_cron_process_fiscal_documents", raise_if_not_found=False
+        )
+        if cron_id:
+            self.env["ir.cron"].sudo().browse(cron_id)._trigger(at)
 
     # ------------------------------------------------------------------ the queue
     @api.model
@@ -537,7 +572,7 @@ class FiscalDocument(models.Model):
                     allowance[account] -= 1
                 kept.append(doc.id)
             candidates = self.browse(kept)
-            claimed = self.browse([doc.id for doc in candidates if doc._claim()])  # each claim commits
+            claimed = candidates._claim()  # commits
             if not claimed:
                 continue
             started = budget.clock()
@@ -553,24 +588,22 @@ class FiscalDocument(models.Model):
         return processed
 
     def _claim(self):
-        """Lock the row, check it is still due, take a lease with a new token and commit.
+        """Lock the rows, keep those still due, give each a lease with a new token and commit
+        (one transaction for a batch); returns the documents claimed.
 
-        After this commit the row lock is gone, but the lease keeps every other worker
+        After this commit the row locks are gone, but the lease keeps every other worker
         (their search filters on next_attempt) away until we are done or dead, and the token
-        fences our writes: once another worker took the document over, ours are dropped.
+        fences our writes: once another worker took a document over, ours are dropped.
         """
-        self.ensure_one()
-        if not self.try_lock_for_update():
-            return False
-        self.invalidate_recordset()
-        if not self.filtered_domain(self._due_domain()):
-            # Release the row lock.
-            self.env.cr.commit()  # pylint: disable=invalid-commit
-            return False
-        self.write({"next_attempt": fields.Datetime.now() + LEASE, "lease_token": uuid.uuid4().hex})
-        # Intent recorded before any call.
+        locked = self.try_lock_for_update()  # rows another worker holds are skipped
+        locked.invalidate_recordset()
+        due = locked.filtered_domain(self._due_domain())
+        lease_end = fields.Datetime.now() + LEASE
+        for doc in due:
+            doc.write({"next_attempt": lease_end, "lease_token": uuid.uuid4().hex})
+        # Intent recorded before any call (and the row locks released).
         self.env.cr.commit()  # pylint: disable=invalid-commit
-        return True
+        return due
 
     def _fenced(self, lease, step, *args):
         """Run ``step(*args)`` as one transaction that starts now (after the provider call: no
@@ -611,8 +644,9 @@ class FiscalDocument(models.Model):
 
         leases = {doc.id: _Lease(doc.lease_token, doc.state) for doc in self}
         jobs, by_id = [], {}
+        planned = self._fenced_many(leases, "_plan_job", lambda doc: ())
         for doc in self:
-            job = doc._guarded(leases[doc.id], doc._plan_job)
+            job = planned.get(doc.id)
             if job is not None:
                 jobs.append(job)
                 by_id[doc.id] = doc
@@ -643,9 +677,21 @@ class FiscalDocument(models.Model):
             cls, config = factories[account_id]
             return cls(config, services=services)
 
-        def checkpoint(job):
-            doc = by_id[job.doc_id]
-            doc._guarded(leases[doc.id], doc._checkpoint_job, job)
+        recorded = {job.doc_id: self._job_facts(job) for job in jobs}
+        jobs_by_id = {job.doc_id: job for job in jobs}
+
+        def checkpoint(done):
+            # Jobs that ended a stage together, in one transaction. A stage that brought nothing
+            # to record (a customer made ready, a PDF still being rendered or received) costs no
+            # transaction: the next stage's checkpoint or the apply step follows.
+            news = []
+            for job in done:
+                facts = self._job_facts(job)
+                if facts != recorded[job.doc_id]:
+                    recorded[job.doc_id] = facts
+                    news.append(job.doc_id)
+            if news:
+                self.browse(news)._fenced_many(leases, "_checkpoint_job", lambda doc: (jobs_by_id[doc.id],))
 
         def intent(job, step):
             doc = by_id[job.doc_id]
@@ -660,9 +706,58 @@ class FiscalDocument(models.Model):
                 if job.error is None:
                     job.error, job.failed_stage = e, job.failed_stage or "engine"
         self._remember_clients(pipeline.shared, known)
-        for job in jobs:
-            doc = by_id[job.doc_id]
-            doc._guarded(leases[doc.id], doc._apply_job, job)
+        self.browse(list(by_id))._fenced_many(leases, "_apply_job", lambda doc: (jobs_by_id[doc.id],))
+
+    def _fenced_many(self, leases, step, args_of):
+        """``_fenced`` for a whole batch in one transaction: the rows still held (same lease
+        token and state) are locked at once, ``step`` (a method name) runs on each of them and
+        one commit records them all; the batch shares its reads (orders, lines, partners, taxes)
+        and its writes. Any exception (a bug, a user's concurrent commit) rolls the batch back
+        and each document then goes alone through ``_guarded`` (retries, errors reported on
+        that document only). Returns ``{document id: result}``."""
+        if not self:
+            return {}
+        cr = self.env.cr
+        cr.commit()  # pylint: disable=invalid-commit
+        self.env.invalidate_all()
+        results, lost = {}, []
+        try:
+            cr.execute(
+                SQL(
+                    "SELECT id, lease_token, state FROM fiscal_document WHERE id IN %s ORDER BY id FOR NO KEY UPDATE",
+                    tuple(self.ids),
+                )
+            )
+            rows = {row[0]: tuple(row[1:]) for row in cr.fetchall()}
+            held = self.browse()
+            for doc in self:
+                lease = leases[doc.id]
+                if lease.lost:
+                    continue
+                if rows.get(doc.id) != (lease.token, lease.state):
+                    _logger.info("Fiscal document %s moved on (%s): a stale write is dropped", doc.id, rows.get(doc.id))
+                    lost.append(lease)
+                    continue
+                held |= doc
+            for doc in held:
+                results[doc.id] = getattr(doc, step)(*args_of(doc))
+            self.env.flush_all()
+            states = {doc.id: doc.state for doc in held}
+            cr.commit()  # pylint: disable=invalid-commit
+        except Exception:  # noqa: BLE001 - one document's trouble never costs the others their turn
+            cr.rollback()  # pylint: disable=invalid-commit
+            self.env.invalidate_all()
+            _logger.info("Fiscal batch step %s: one transaction failed, each document goes alone", step, exc_info=True)
+            return {
+                doc.id: doc._guarded(leases[doc.id], getattr(doc, step), *args_of(doc))
+                for doc in self
+                if not leases[doc.id].lost
+            }
+        for lease in lost:
+            lease.lost = True
+        for doc_id, state in states.items():
+            leases[doc_id].state = state
+        return results
 
     def _remember_clients(self, shared, known):
         """Store the remote customers the run found, created or updated (not what it was seeded
@@ -795,7 +890,8 @@ class FiscalDocument(models.Model):
             job.original_kind, job.original_remote_id = original.document_type, original.remote_id
         if creating and self.mode != "data_only":
             # The intent is committed before any call: after a crash, the next attempt probes.
-            self.write({"state": "sending", "create_sent": True})
+            # Not a message of its own in the document's history: its outcome (issued) is.
+            self.with_context(tracking_disable=True).write({"state": "sending", "create_sent": True})
         return job
 
     def _fiscal_parts(self):
@@ -810,6 +906,22 @@ class FiscalDocument(models.Model):
     def _split_by_service_code(self):
         """Split this sale into several documents, before anything is sent (NFS-e: one note per
         service code, when the account says so). Nothing to split by default."""
+
+    @staticmethod
+    def _job_facts(job):
+        """What ``_checkpoint_job`` records of a job: equal facts, nothing new to commit."""
+        remote = job.remote
+        remote_facts = remote and (
+            remote.remote_id,
+            remote.state,
+            remote.number,
+            remote.atcud,
+            remote.total,
+            remote.message,
+        )
+        # The PDF alone is no fact to commit at once: the apply step, right after the engine,
+        # stores it (lost in a crash, it is only asked again; a number or an e-mail never is).
+        return (remote_facts, job.replaced, job.emailed, job.settled)
 
     def _checkpoint_job(self, job):
         """What the provider did for one job, recorded as soon as it ended a stage: the remote id
@@ -1229,15 +1341,16 @@ class FiscalDocument(models.Model):
         """One chatter message per event, on the record people look at: the invoice, else the
         order (the order of an invoice shows its status on its fiscal button). The document
         keeps its own history (tracking of its state and number, attempts)."""
+        # A logged note (as message_post with the note subtype, which notifies nobody): without
+        # the recipients' computation, a third of the queries of a posted note.
         for doc in self:
             record = doc.move_id or doc.sale_order_id
             if not record:
                 if on_document:
-                    doc.message_post(body=body, attachment_ids=attachments.ids if attachments else [])
-                continue
-            record.sudo().message_post(
-                body=body, subtype_xmlid="mail.mt_note", attachment_ids=attachments.ids if attachments else []
-            )
+                    record = doc
+                else:
+                    continue
+            record.sudo()._message_log(body=body, attachment_ids=attachments.ids if attachments else False)
         self._notify_sources()
 
     # ------------------------------------------------------------------ credit notes, receipts

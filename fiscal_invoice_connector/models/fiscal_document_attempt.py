@@ -11,7 +11,7 @@ class FiscalDocumentAttempt(models.Model):
     _order = "id desc"
 
     document_id = fields.Many2one("fiscal.document", required=True, index=True, ondelete="cascade", readonly=True)
-    company_id = fields.Many2one(related="document_id.company_id", store=True)
+    company_id = fields.Many2one(related="document_id.company_id", store=True, precompute=True)
     operation = fields.Char(readonly=True)
     outcome = fields.Char(readonly=True, help="ok, or the error class: validation, transient, rate_limited...")
     message = fields.Text(readonly=True)

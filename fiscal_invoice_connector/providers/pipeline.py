@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import requests
@@ -228,8 +228,9 @@ class Pipeline:
         # account_id -> cache shared by its clients (remote clients), seeded by the caller if given
         self.shared = defaultdict(dict, shared or {})
         self.refused = {}  # account_id -> the AuthenticationError that stopped its jobs
-        # Called in the caller's thread as each job ends a stage, in completion order, so that
-        # what the provider did is recorded at once: a crash then only redoes calls in flight.
+        # Called in the caller's thread with the jobs that ended a stage, in completion order (the
+        # jobs done at the same moment together: one transaction for them), so that what the
+        # provider did is recorded at once: a crash then only redoes calls in flight.
         self.checkpoint = checkpoint
         # job, step -> bool: record that a call nobody can take back is about to leave (e-mails),
         # before it leaves; False: not recorded, so the call is not made.
@@ -318,15 +319,19 @@ class Pipeline:
             return
         if self.pool is None or len(jobs) == 1:
             for job in jobs:
-                self._checkpoint(guarded(job))
+                self._checkpoint([guarded(job)])
             return
-        # In completion order; the checkpoints run here, never in a thread.
-        for future in as_completed([self.pool.submit(guarded, job) for job in jobs]):
-            self._checkpoint(future.result())
+        # In completion order, what ended meanwhile together; the checkpoints run here, never
+        # in a thread, and never wait for a job still running.
+        pending = [self.pool.submit(guarded, job) for job in jobs]
+        order = {future: n for n, future in enumerate(pending)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            self._checkpoint([future.result() for future in sorted(done, key=order.get)])
 
-    def _checkpoint(self, job):
+    def _checkpoint(self, jobs):
         if self.checkpoint is not None:
-            self.checkpoint(job)
+            self.checkpoint(jobs)
 
     def run(self, jobs):
         if self.concurrency > 1 and len(jobs) > 1:

@@ -128,9 +128,9 @@ class FaultStormCases:
             finally:
                 test.claimed.pop()
 
-        def _claim(doc):
-            taken = real_claim(doc)
-            if taken:
+        def _claim(docs):
+            taken = real_claim(docs)  # the documents claimed, in one transaction
+            for doc in taken:
                 if any(doc.id in ids for ids in test.claimed[:-1]):
                     test.overlaps.append(doc.id)
                 if test.claimed:

@@ -22,6 +22,28 @@ class TestOutbox(FiscalTestCommon):
         self.assertTrue(doc.reference.startswith("ODOO-"))
         self.assertEqual(self.sim.requests, [], "no network call may happen in the user's transaction")
 
+    def test_a_bug_with_one_document_costs_the_others_of_its_batch_nothing(self):
+        """The batch is planned, checkpointed and written back in one transaction per step: an
+        unexpected error with one document rolls that transaction back and each document goes
+        alone, so the others are issued and the faulty one says what happened and waits."""
+        good, bad = self.confirm(self.make_order()), self.confirm(self.make_order(qty=3))
+        Mapping = type(self.env["fiscal.mapping"])
+        real = Mapping._document_data
+
+        def document_data(mapping, doc):
+            if doc.sale_order_id == bad:
+                raise RuntimeError("mapping bug")
+            return real(mapping, doc)
+
+        with patch.object(Mapping, "_document_data", document_data):
+            self.run_queue()
+        self.assertEqual(good.fiscal_state, "issued", good.fiscal_error)
+        self.assertEqual(len(self.final_at_provider(good.fiscal_document_id)), 1)
+        doc = bad.fiscal_document_id
+        self.assertIn(doc.state, ("to_send", "error"))
+        self.assertIn("mapping bug", doc.last_error)
+        self.assertFalse(self.sim_docs_for(doc), "nothing was sent for it")
+
     def test_cron_issues_document_with_number_atcud_and_pdf(self):
         order = self.confirm(self.make_order(qty=2, price=100.0))
         self.run_queue()

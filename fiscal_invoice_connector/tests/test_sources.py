@@ -97,6 +97,46 @@ class TestFiscalSources(FiscalTestCommon):
         self.assertEqual((order.fiscal_state, invoice.fiscal_state), ("cancelled", "cancelled"), doc.last_error)
         self.assertIn(invoice, self.env["account.move"].search([("fiscal_state", "=", "cancelled")]))
 
+    def test_confirming_only_inserts_the_outbox_row_with_no_chatter_on_the_order(self):
+        """The user's transaction: one row in the outbox, the order's status on it, and nothing
+        else a user sees (no note, no follower, no message on the document): as plain Odoo."""
+        Message = self.env["mail.message"].sudo()
+        self.account.trigger = "manual"
+        plain = self.make_order()
+        before = Message.search_count([])
+        self.confirm(plain)
+        plain_messages = Message.search_count([]) - before
+        self.account.trigger = "order_confirm"
+        order = self.make_order()
+        docs_before = self.env["fiscal.document"].search_count([])
+        before = Message.search_count([])
+        self.confirm(order)
+        self.assertEqual(self.env["fiscal.document"].search_count([]), docs_before + 1, "exactly one outbox row")
+        self.assertEqual(Message.search_count([]) - before, plain_messages, "no message beyond plain Odoo's")
+        doc = order.fiscal_document_id
+        self.assertEqual((doc.sale_order_id, order.fiscal_state), (order, "to_send"))
+        self.assertFalse(doc.sudo().message_ids)
+        self.assertFalse(doc.sudo().message_follower_ids)
+        self.assertEqual(self.sim.requests, [])
+
+    def test_issuing_is_one_history_entry_and_one_note_per_event(self):
+        """The queue's transitions a user cares about: issued (number), then the PDF. The
+        document's history shows the issue once (not "Waiting -> Sending" before it); the
+        order gets one note for each event, and stages that brought nothing (a PDF still being
+        rendered) leave no trace."""
+        order = self.confirm(self.make_order())
+        doc = order.fiscal_document_id
+        self.run_queue()
+        self.assertEqual(doc.state, "issued", doc.last_error)
+        state_field = self.env["ir.model.fields"]._get("fiscal.document", "state")
+        changes = doc.sudo().message_ids.tracking_value_ids.filtered(lambda t: t.field_id == state_field)
+        self.assertEqual(
+            [(c.old_value_char, c.new_value_char) for c in changes], [("Sending", "Issued")], "one history entry"
+        )
+        notes = order.message_ids.filtered(lambda m: "Fiscal document" in (m.body or ""))
+        self.assertEqual(len(notes), 2, notes.mapped("body"))
+        self.assertEqual(notes.attachment_ids, doc.pdf_attachment_id, "the PDF comes with its note")
+
     def test_status_shows_a_rejection_then_the_retry(self):
         order = self.confirm(self.make_order(partner=self.customer.copy({"zip": "12345"})))
         self.run_queue()
@@ -224,7 +264,9 @@ class TestFiscalSources(FiscalTestCommon):
         order = self.confirm(self.make_order())
         invoice = self.invoice_and_post(order)
         doc = invoice.fiscal_document_id
-        self.assertEqual(self.live_notifications(), {("sale.order", order.id), ("account.move", invoice.id)}, "queued")
+        self.assertEqual(
+            self.live_notifications(), set(), "queued in the user's transaction: their form reloads with the action"
+        )
         with patch.object(type(self.env["bus.bus"]), "_sendone", autospec=True) as sendone:
             self.run_queue()  # sending, issued, PDF: each commit tells the open forms
         self.assertEqual(doc.state, "issued", doc.last_error)

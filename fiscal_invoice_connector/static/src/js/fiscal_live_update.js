@@ -1,6 +1,7 @@
 /**
- * The fiscal status of an order or invoice, live: when one of its fiscal documents changes
- * (queued, issued, PDF received, error), the server sends a bus notification on the record's
+ * The fiscal status of an order or invoice, live: when the queue changes one of its fiscal
+ * documents (sending, issued, PDF received, error; a document being queued shows on the form of
+ * the user whose action queued it, reloaded by that action), the server sends a bus notification on the record's
  * channel (fiscal.document._notify_sources); the open form reloads its record, which also
  * reloads the chatter (mail's FormController reloads the thread of the same record).
  * Placed in the form views as <widget name="fiscal_live_update"/>; renders nothing.
