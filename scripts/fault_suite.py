@@ -956,7 +956,7 @@ class Run:
             ("invoicexpress", "email", "PUT", "/email-document"),
             ("enotas", "create", "POST", "/nfes"),
             ("enotas", "status", "GET", "/nfes/"),
-            ("enotas", "PDF", "GET", "/pdf"),
+            ("enotas", "PDF", "GET", "/simulator-files/nfse/"),  # the file links (storage)
         ]
         for provider, step, method, path in steps:
             if provider not in self.references:
