@@ -22,13 +22,24 @@ simulators running in-process (threads, free ports). It prints, and writes to do
 * the budget: the same queue against a simulator refusing more than 100 requests per minute,
   the minute shortened to ``--budget-window`` seconds (6 s: 10 requests per sliding 6 s window);
   the account's ``rate_limit_per_minute`` stays 100: share of the budget used, number of 429;
-* calls per document for Vendus and eNotas (no latency);
+* calls per document for Vendus, eNotas and InvoiCy (no latency). eNotas notifies: Odoo's WSGI
+  application is served in this process on ``--http-port`` (the webhook controller), the simulator
+  POSTs each decision to the account's webhook URL after ``--enotas-authorization-delay``; one
+  warm-up note (not counted) lets the account learn that notifications arrive, as a real account
+  does with its first note; webhooks are inbound, counted apart from the API calls;
 * the backfill: ``--backfill`` (10,000) confirmed orders without documents queued by the
   "Issue for past sales" wizard (``_enqueue_many``), timed.
 
 docs/benchmark.md explains each measure; the part between its markers is rewritten by each run.
+InvoiceXpress's PDF: the simulator renders for ``--pdf-render-seconds`` (1 s) after finalizing and
+answers 202 until then; the connector asks for it after its shipped ``pdf_ready_after`` (not
+overridden; ``--pdf-ready-after`` sets the parameter). ``--old-pdf`` reproduces the setting of the
+runs before 2026-12-06 (one 202 per document whatever the time, no waiting in the connector). The
+20 customers recur: the first run pays a lookup and a create for each new one, the account then
+remembers them (fiscal.partner.binding) in the later runs.
+
 Databases: ``--db`` (``fic_bench``), dropped at the end unless ``--keep-db``; HTTP port 8190 for the
-installation only (the simulators take free ports).
+installation and for the webhooks (the simulators take free ports).
 """
 
 from __future__ import annotations
@@ -390,6 +401,36 @@ class Bench:
 
         return Timed(**kwargs).start()
 
+    def pdf_model(self):
+        """InvoiceXpress simulator's PDF: rendered ``--pdf-render-seconds`` after finalizing (202
+        until then), after ``--pdf-polls`` forced 202 answers (0; the old setting: 1)."""
+        return {"pdf_polls_before_ready": self.args.pdf_polls, "pdf_render_seconds": self.args.pdf_render_seconds}
+
+    def pdf_ready_after(self, env):
+        """When the connector asks for a PDF after finalizing (the parameter, else the provider's default)."""
+        from odoo.addons.fiscal_invoice_connector.providers.invoicexpress import InvoiceXpressProvider
+
+        value = env["ir.config_parameter"].sudo().get_param("fiscal_invoice_connector.pdf_ready_after")
+        return float(value) if value else InvoiceXpressProvider.pdf_ready_after
+
+    # -- Odoo's HTTP server (webhooks) ----------------------------------------------------
+    def start_http(self):
+        """Odoo's WSGI application in this process, for the providers' notifications."""
+        if getattr(self, "http_server", None):
+            return
+        from werkzeug.serving import make_server
+
+        import odoo.http
+
+        self.http_server = make_server("127.0.0.1", self.args.http_port, odoo.http.root, threaded=True)
+        threading.Thread(target=self.http_server.serve_forever, name="odoo http", daemon=True).start()
+        say(f"Odoo's HTTP server on 127.0.0.1:{self.args.http_port} (webhooks)")
+
+    def stop_http(self):
+        server, self.http_server = getattr(self, "http_server", None), None
+        if server:
+            server.shutdown()
+
     # -- data -------------------------------------------------------------------------------------
     def setup_data(self):
         from odoo import Command
@@ -405,6 +446,10 @@ class Bench:
             company.country_id = env.ref("base.pt")
             params = env["ir.config_parameter"].sudo()
             params.set_param("fiscal_invoice_connector.pdf_poll_interval", str(self.args.pdf_poll_interval))
+            if self.args.pdf_ready_after is not None:
+                params.set_param("fiscal_invoice_connector.pdf_ready_after", str(self.args.pdf_ready_after))
+            # Webhook URLs (account.webhook_url) point at the server this process runs (start_http).
+            params.set_param("web.base.url", f"http://127.0.0.1:{self.args.http_port}")
             tax = env["account.tax"].create(
                 {
                     "name": "IVA 23% (benchmark)",
@@ -464,6 +509,7 @@ class Bench:
             self.company_id, self.tax_id, self.account_id = company.id, tax.id, account.id
             self.product_ids, self.customer_ids = products.ids, customers.ids
             self.results["rate_limit_per_minute"] = account.rate_limit_per_minute
+            self.results["pdf_ready_after"] = self.pdf_ready_after(env)
 
     def order_vals(self, count, offset=0):
         from odoo import Command
@@ -688,6 +734,9 @@ class Bench:
         say(f"{label}: {len(doc_ids)} documents queued ({setup_s:.0f} s to create), processing...")
         gc.collect()
         sim.requests.clear()
+        if hasattr(sim, "webhooks_sent"):
+            with sim.lock:
+                sim.webhooks_sent.clear()
         self.profile.reset()
         rss_before, q_before = rss_mb(), queries()
         started = time.perf_counter()
@@ -702,10 +751,17 @@ class Bench:
                 env.invalidate_all()
                 if processed:
                     continue
-                # Nothing due now: documents waiting a few seconds (an authorization, a PDF) are waited for.
+                # Nothing due now: documents due within a few seconds (a PDF, a retry) are waited for, and
+                # so are those waiting for the provider's decision (its webhook wakes them up, or the poll).
                 soon = Doc.search_count(
                     Doc._due_domain()[1:]
                     + [("id", "in", doc_ids), ("next_attempt", "<=", fields.Datetime.now() + timedelta(seconds=10))]
+                ) or Doc.search_count(
+                    [
+                        ("id", "in", doc_ids),
+                        ("state", "in", ("sending", "to_cancel")),
+                        ("remote_state", "in", ("pending", "cancel_pending")),
+                    ]
                 )
                 cr.commit()
                 if not soon or time.monotonic() > deadline:
@@ -721,6 +777,7 @@ class Bench:
             errors = Counter(d.last_error.splitlines()[0][:80] for d in docs if d.last_error)
         log = list(sim.requests)
         kinds = Counter(classify(r) for r in log)
+        hooks = list(getattr(sim, "webhooks_sent", []))
         storage = sum(1 for r in log if classify(r).endswith(STORAGE))
         api = [r for r in log if not classify(r).endswith(STORAGE)]
         issued = states.get("issued", 0) or len(doc_ids)
@@ -742,6 +799,9 @@ class Bench:
             "errors": dict(errors.most_common(3)),
             "kinds": dict(kinds),
             "status_429": sum(1 for r in log if r["status"] == 429),
+            "webhooks": sum(1 for h in hooks if h["http_status"] and 200 <= h["http_status"] < 300),
+            "webhook_attempts": len(hooks),
+            "webhook_answers": dict(Counter(str(h["http_status"] or h["error"]) for h in hooks)),
             "cron_runs": runs,
             "profile": self.profile.snapshot(),
         }
@@ -754,6 +814,7 @@ class Bench:
             f"  {len(doc_ids)} docs in {elapsed:.1f} s = {result['docs_per_s']:.2f} docs/s; "
             f"{result['api_calls_per_doc']:.2f} API calls/doc (+{result['storage_per_doc']:.2f} storage); "
             f"{result['sql_per_doc']:.0f} SQL/doc; states {dict(states)}; pdf {dict(pdfs)}; 429: {result['status_429']}"
+            + (f"; webhooks {result['webhook_answers']} (inbound)" if hooks else "")
         )
         if errors:
             say(f"  errors: {dict(errors)}")
@@ -775,7 +836,7 @@ class Bench:
                 api_key="bench-key",
                 rate_limit_per_minute=None,
                 latency=args.latency,
-                pdf_polls_before_ready=args.pdf_polls,
+                **self.pdf_model(),
             )
             try:
                 runs.append(self.queue_run(f"concurrent x{args.concurrency}, {size}", size, args.concurrency, sim))
@@ -786,7 +847,7 @@ class Bench:
             api_key="bench-key",
             rate_limit_per_minute=None,
             latency=args.latency,
-            pdf_polls_before_ready=args.pdf_polls,
+            **self.pdf_model(),
         )
         try:
             runs.append(self.queue_run(f"sequential, {args.sequential_docs}", args.sequential_docs, 1, sim))
@@ -804,7 +865,7 @@ class Bench:
             api_key="bench-key",
             rate_limit_per_minute=limit,
             latency=args.latency,
-            pdf_polls_before_ready=args.pdf_polls,
+            **self.pdf_model(),
         )
         sim.rate_window = float(window)
         # The account keeps its 100 per minute: the same budget as the simulator's.
@@ -895,7 +956,7 @@ class Bench:
                         "pricelist_id": brl_pricelist.id,
                         "order_line": [Command.create({"product_id": service.id, "product_uom_qty": 1 + n % 3})],
                     }
-                    for n in range(2 * count)  # eNotas's, then InvoiCy's
+                    for n in range(2 * count + 1)  # eNotas's warm-up, eNotas's, then InvoiCy's
                 ]
             )
             br_orders.action_confirm()
@@ -906,11 +967,36 @@ class Bench:
             out.append(self.queue_run(f"Vendus, {count}", count, args.concurrency, sim, "vendus", vendus_id))
         finally:
             sim.stop()
-        sim = self.simulator("enotas", api_key="bench-key", company_id=ENOTAS_COMPANY, authorization_delay=0)
+        # eNotas decides a note a little after its creation and notifies the account's webhook URL.
+        self.start_http()
+        with self.cursor() as cr:
+            webhook_url = self.env(cr)["fiscal.provider.account"].browse(enotas_id).webhook_url
+        sim = self.simulator(
+            "enotas",
+            api_key="bench-key",
+            company_id=ENOTAS_COMPANY,
+            authorization_delay=args.enotas_authorization_delay,
+            webhook_url=webhook_url,
+        )
         try:
+            # One note first (not counted): the account learns that notifications arrive, as a real
+            # account does with its first note; from then on a note just sent is not read back at once.
+            warm = self.queue_run("eNotas warm-up", 1, args.concurrency, sim, "enotas", enotas_id,
+                                  orders=br_order_ids[:1])  # fmt: skip
+            with self.cursor() as cr:
+                received = self.env(cr)["fiscal.provider.account"].browse(enotas_id).webhook_received_at
+            if not received:
+                sys.exit(f"eNotas: the warm-up note's webhook did not reach {webhook_url.rsplit('/', 1)[0]}/...")
+            say(f"  warm-up: {warm['api_calls_per_doc']:.0f} API calls; the account's first webhook at {received}")
             out.append(
                 self.queue_run(
-                    f"eNotas, {count}", count, args.concurrency, sim, "enotas", enotas_id, orders=br_order_ids[:count]
+                    f"eNotas, {count}",
+                    count,
+                    args.concurrency,
+                    sim,
+                    "enotas",
+                    enotas_id,
+                    orders=br_order_ids[1 : count + 1],
                 )
             )
         finally:
@@ -931,7 +1017,7 @@ class Bench:
                     sim,
                     "invoicy",
                     invoicy_id,
-                    orders=br_order_ids[count:],
+                    orders=br_order_ids[count + 1 :],
                 )
             )
         finally:
@@ -1034,11 +1120,12 @@ class Bench:
                                       ("invoicy", "(no target)", None)):  # fmt: skip
             x = runs.get(provider)
             if x:
+                hooks = f"; +{x['webhooks'] / x['docs']:.2f} webhook received" if x.get("webhook_attempts") else ""
                 add(
                     f"{x['label'].split(',')[0]} API calls per document",
                     goal,
                     OLD[provider],
-                    f"{x['api_calls_per_doc']:.2f} (+{x['storage_per_doc']:.2f} storage download)",
+                    f"{x['api_calls_per_doc']:.2f} (+{x['storage_per_doc']:.2f} storage download{hooks})",
                     None if limit is None else x["api_calls_per_doc"] <= limit,
                 )
         b = r.get("budget")
@@ -1110,6 +1197,11 @@ class Bench:
                 x["provider"]
             ]
             kinds = ", ".join(f"{k} {v / x['docs']:.2f}" for k, v in sorted(x["kinds"].items(), key=lambda kv: -kv[1]))
+            if x.get("webhook_attempts"):
+                kinds += (
+                    f"; inbound, not API calls: webhooks received {x['webhooks'] / x['docs']:.2f} "
+                    f"({x['webhook_attempts']} deliveries: {x['webhook_answers']})"
+                )
             add(
                 f"| Calls per document, {x['label']} | {target} | **{x['api_calls_per_doc']:.2f}** "
                 f"(+{x['storage_per_doc']:.2f} storage download): {kinds} |"
@@ -1188,8 +1280,10 @@ class Bench:
             pg = cr.fetchone()[0]
         from odoo import release
 
-        args = self.args
+        args, r = self.args, self.results
         command = " ".join(["python3 scripts/benchmark.py", *sys.argv[1:]])
+        polls = f", and {args.pdf_polls} 202 answer(s) whatever the time" if args.pdf_polls else ""
+        ready_origin = "the connector's default" if args.pdf_ready_after is None else "set by the benchmark"
         block = f"""{BEGIN}
 Run on {datetime.date.today().isoformat()} with `{command}` ({time.monotonic() - STARTED:.0f} s in all).
 
@@ -1199,8 +1293,13 @@ Load average (5 min) {LOAD_AT_START:.1f} at the start, {os.getloadavg()[1]:.1f} 
 slows the ORM steps and makes the user-path ratios noisy).
 
 Settings: simulators answering after {1000 * args.latency:.0f} ms (InvoiceXpress; Vendus and eNotas: none);
-InvoiceXpress's PDF ready after {args.pdf_polls} poll(s) answered 202, `pdf_poll_interval` {args.pdf_poll_interval:g} s;
-{args.customers} customers; orders of 1-2 lines; cron batches of 50 documents (`_cron_process_queue()`).
+InvoiceXpress's PDF rendered {args.pdf_render_seconds:g} s after finalizing (202 until then{polls}), the
+connector asking for it {r.get("pdf_ready_after", 0):g} s after finalizing (`pdf_ready_after`, {ready_origin}),
+`pdf_poll_interval` {args.pdf_poll_interval:g} s; {args.customers} customers recurring (remembered by the account
+from run to run: the first run pays a lookup and a create for each); eNotas notes decided
+{args.enotas_authorization_delay:g} s after creation, notified on the account's webhook URL (Odoo's HTTP server in this
+process; one warm-up note first, not counted); orders of 1-2 lines; cron batches of 50 documents
+(`_cron_process_queue()`).
 
 {table}
 
@@ -1230,6 +1329,7 @@ not add up to the total: the cron's own searches and commits are outside them):
             if phase.__name__ in args.skip:
                 continue
             phase()
+        self.stop_http()
         table, breakdown, outcome = self.report()
         print(f"\n{table}\n\n{breakdown}\n\n{outcome}")
         if args.output:
@@ -1256,7 +1356,26 @@ def main():
     parser.add_argument("--backfill", type=int, default=10000, help="past orders queued by the backfill wizard")
     parser.add_argument("--user-orders", type=int, default=150, help="operations per mode in the user path")
     parser.add_argument("--customers", type=int, default=20)
-    parser.add_argument("--pdf-polls", type=int, default=1, help="202 answers before the simulator's PDF is ready")
+    parser.add_argument(
+        "--pdf-polls", type=int, default=0, help="InvoiceXpress: 202 answers before the PDF is ready, whatever the time"
+    )
+    parser.add_argument(
+        "--pdf-render-seconds", type=float, default=1.0, help="InvoiceXpress: seconds the PDF takes after finalizing"
+    )
+    parser.add_argument(
+        "--pdf-ready-after",
+        type=float,
+        default=None,
+        help="set fiscal_invoice_connector.pdf_ready_after (default: the connector's shipped value)",
+    )
+    parser.add_argument(
+        "--old-pdf",
+        action="store_true",
+        help="the runs before 2026-12-06: one 202 per PDF, no render time, the connector asks at once",
+    )
+    parser.add_argument(
+        "--enotas-authorization-delay", type=float, default=0.5, help="eNotas: seconds until a note is decided"
+    )
     parser.add_argument("--pdf-poll-interval", type=float, default=1.0, help="seconds between two PDF polls")
     parser.add_argument(
         "--skip", default="", help="phases to skip: user_path,lists,throughput,budget,other_providers,backfill"
@@ -1267,6 +1386,8 @@ def main():
     args = parser.parse_args()
     args.sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.old_pdf:
+        args.pdf_polls, args.pdf_render_seconds, args.pdf_ready_after = 1, 0.0, 0.0
     if args.quick:
         args.sizes, args.sequential_docs, args.budget_docs, args.other_docs = [20], 5, 8, 5
         args.backfill, args.user_orders, args.latency, args.budget_window = 300, 10, 0.05, 3.0
