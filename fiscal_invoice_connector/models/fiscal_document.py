@@ -133,7 +133,9 @@ class FiscalDocument(models.Model):
         ondelete="restrict",
         help="The fiscal invoice a credit note credits or a receipt pays.",
     )
-    related_number = fields.Char(related="related_document_id.number", string="Original number")
+    # Not tracked (a related field inherits ``number``'s tracking): every tracked write would read it,
+    # and every new number would then search the documents relating to it (one query per document).
+    related_number = fields.Char(related="related_document_id.number", string="Original number", tracking=False)
     # Receipts: one per payment applied to an invoice.
     payment_key = fields.Char(readonly=True, copy=False, help="The Odoo payment reconciliation this receipt records.")
     payment_amount = fields.Monetary(readonly=True)
