@@ -133,7 +133,9 @@ class FiscalDocument(models.Model):
         ondelete="restrict",
         help="The fiscal invoice a credit note credits or a receipt pays.",
     )
-    related_number = fields.Char(related="related_document_id.number", string="Original number")
+    # Not tracked (a related field inherits ``number``'s tracking): every tracked write would read it,
+    # and every new number would then search the documents relating to it (one query per document).
+    related_number = fields.Char(related="related_document_id.number", string="Original number", tracking=False)
     # Receipts: one per payment applied to an invoice.
     payment_key = fields.Char(readonly=True, copy=False, help="The Odoo payment reconciliation this receipt records.")
     payment_amount = fields.Monetary(readonly=True)
@@ -644,7 +646,7 @@ class FiscalDocument(models.Model):
 
         leases = {doc.id: _Lease(doc.lease_token, doc.state) for doc in self}
         jobs, by_id = [], {}
-        planned = self._fenced_many(leases, "_plan_job", lambda doc: ())
+        planned = self._fenced_many(leases, "_plan_job", lambda doc: (), before="_prefetch_sources")
         for doc in self:
             job = planned.get(doc.id)
             if job is not None:
@@ -708,13 +710,14 @@ class FiscalDocument(models.Model):
         self._remember_clients(pipeline.shared, known)
         self.browse(list(by_id))._fenced_many(leases, "_apply_job", lambda doc: (jobs_by_id[doc.id],))
 
-    def _fenced_many(self, leases, step, args_of):
+    def _fenced_many(self, leases, step, args_of, before=None):
         """``_fenced`` for a whole batch in one transaction: the rows still held (same lease
         token and state) are locked at once, ``step`` (a method name) runs on each of them and
-        one commit records them all; the batch shares its reads (orders, lines, partners, taxes)
-        and its writes. Any exception (a bug, a user's concurrent commit) rolls the batch back
-        and each document then goes alone through ``_guarded`` (retries, errors reported on
-        that document only). Returns ``{document id: result}``."""
+        one commit records them all; the batch shares its reads (orders, lines, partners, taxes:
+        ``before``, a method name, reads them at once for the documents held) and its writes.
+        Any exception (a bug, a user's concurrent commit) rolls the batch back and each document
+        then goes alone through ``_guarded`` (retries, errors reported on that document only).
+        Returns ``{document id: result}``."""
         if not self:
             return {}
         cr = self.env.cr
@@ -739,6 +742,8 @@ class FiscalDocument(models.Model):
                     lost.append(lease)
                     continue
                 held |= doc
+            if before and held:
+                getattr(held, before)()
             for doc in held:
                 results[doc.id] = getattr(doc, step)(*args_of(doc))
             self.env.flush_all()
@@ -758,6 +763,13 @@ class FiscalDocument(models.Model):
         for doc_id, state in states.items():
             leases[doc_id].state = state
         return results
+
+    def _prefetch_sources(self):
+        """Read at once for the batch what mapping each document reads one by one (its order or
+        invoice, their lines, taxes and customer): a few queries per batch, not per document."""
+        for sources, lines in ((self.sale_order_id, "order_line"), (self.move_id, "invoice_line_ids")):
+            sources.partner_id.fetch(["commercial_partner_id"])
+            sources[lines].fetch(["tax_ids"])
 
     def _remember_clients(self, shared, known):
         """Store the remote customers the run found, created or updated (not what it was seeded

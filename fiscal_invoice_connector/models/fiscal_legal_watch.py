@@ -357,7 +357,6 @@ class AccountMove(models.Model):
     def _fiscal_check_books(self):
         """Posted invoices of an order whose document was issued for the order: when they differ from it,
         a note on each invoice and one activity for the account's responsible (on the invoice)."""
-        kind = self.env.ref(BOOKS_ACTIVITY)
         for move in self.filtered(lambda m: m.move_type == "out_invoice" and m.state == "posted"):
             # The stored fiscal document: no search for the many invoices that have their own or none.
             doc = move.sudo().fiscal_document_id
@@ -367,7 +366,8 @@ class AccountMove(models.Model):
             if not message:
                 continue
             record = move.sudo()
-            if record.activity_ids.filtered(lambda a: a.activity_type_id == kind):
+            # Looked up only here (a query each time): most documents' invoices agree, or there are none.
+            if self.env.ref(BOOKS_ACTIVITY) in record.activity_ids.activity_type_id:
                 continue  # already said (the invoice and its document were compared before)
             user = doc.account_id.responsible_user_id or self.env.ref("base.user_admin", raise_if_not_found=False)
             record.message_post(body=message, subtype_xmlid="mail.mt_note")

@@ -2,6 +2,8 @@
 request logs through the real outbox. Files behind the links a service gives (pre-signed
 storage, /simulator-files/) are outside the API budget and counted apart."""
 
+import threading
+
 from odoo.tests import tagged
 
 from .common import FiscalTestCommon
@@ -13,6 +15,11 @@ def api_calls(sim):
 
 def client_calls(sim):
     return [(r["method"], r["path"].split("?")[0]) for r in sim.requests if r["path"].startswith("/clients")]
+
+
+def queries():
+    """SQL queries run by this thread so far (Odoo's cursor counts them per thread once asked to)."""
+    return threading.current_thread().query_count
 
 
 @tagged("post_install", "-at_install")
@@ -69,6 +76,31 @@ class TestCallsInvoiceXpress(FiscalTestCommon):
             [m for m, _p in others], ["POST", "PUT", "PUT"], f"create, finalize, e-mail and nothing else: {others}"
         )
         self.assertEqual(len(self.sim.requests) - len(api_calls(self.sim)), 1, "the PDF from its storage link")
+
+    def issue_many(self, count):
+        """SQL queries the queue runs to issue ``count`` new orders' documents (PDF included)."""
+        orders = [self.confirm(self.make_order(qty=1 + n % 3)) for n in range(count)]
+        self.env.flush_all()
+        before = queries()
+        self.run_queue()
+        spent = queries() - before
+        for order in orders:
+            doc = order.fiscal_document_id
+            self.assertEqual((doc.state, doc.pdf_state), ("issued", "done"), doc.last_error)
+        return spent
+
+    def test_sql_per_document_stays_flat_with_the_batch(self):
+        """Issue 15: a document more in a batch costs its own writes (state, number, PDF, chatter, the
+        attempt), not a read of its order, lines, taxes or customer of its own, nor a search per new
+        number: what every document reads is read once for the batch."""
+        thread = threading.current_thread()
+        if not hasattr(thread, "query_count"):
+            thread.query_count = 0  # Odoo counts this thread's queries from now on
+            self.addCleanup(delattr, thread, "query_count")
+        self.issue()  # the customer is known from now on
+        small, large = self.issue_many(3), self.issue_many(9)
+        per_document = (large - small) / 6
+        self.assertLessEqual(per_document, 10, f"{small} queries for 3 documents, {large} for 9")
 
 
 @tagged("post_install", "-at_install")
