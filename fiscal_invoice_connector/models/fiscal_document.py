@@ -891,6 +891,7 @@ class FiscalDocument(models.Model):
             settle=self.settle_state == "pending",
             cancel_reason=self._provider_cancel_reason(),
             recheck=operation == "issue" and self.state != "issued",
+            final_check=bool(cls.atcud_required or cls.compare_final_total),
         )
         if receipt and creating:
             job.payment = FiscalPayment(
@@ -949,6 +950,8 @@ class FiscalDocument(models.Model):
         ):
             self._store_remote(remote)
         if job.action == "issue" and job.mode == "finalize" and not isinstance(job.error, FinalDocumentError):
+            if job.final_check and job.recheck and job.payment is None and not job.checked:
+                return  # final there, not checked yet in this run (a re-read failed): not issued on trust
             self._apply_done(job)
 
     def _apply_job(self, job):

@@ -177,12 +177,17 @@ class Job:
     # Not issued in Odoo yet: a document final at the provider is checked before it is called issued
     # (read again first when this run has not read it: Retry after a problem found on it).
     recheck: bool = False
+    # The service checks what it finalized (its ATCUD, its total: ``final_document_problems``): such a
+    # document is issued in Odoo only once this run has checked it (``checked``), never on a state
+    # read from the database alone (a re-read that failed leaves it to the next run).
+    final_check: bool = False
     payment: object = None  # FiscalPayment: this job is a receipt for the original below
     original_kind: str | None = None
     original_remote_id: str | None = None
     cancel_reason: str = ""  # may be a CancelReason (a str carrying the NFS-e motive code)
     # Results
     remote: object = None
+    checked: bool = False  # the final document was checked in this run (or needed no check)
     pdf: bytes | None = None
     xml: bytes | None = None
     emailed: bool = False
@@ -516,6 +521,7 @@ class Pipeline:
         production; its total, at services final on creation). Otherwise FinalDocumentError: it is
         recorded with its number, never sent again; Retry (``recheck``) reads it again first."""
         if job.payment is not None or not job.recheck:
+            job.checked = True
             return
         if job.remote is None:
             job.store(client.fetch_status(job.kind, job.remote_id))
@@ -525,6 +531,7 @@ class Pipeline:
                 " ".join(problems),
                 details=[{"odoo": str(job.expected_total), "provider": str(job.remote.total)}],
             )
+        job.checked = True
 
     def _follow_ups(self, client, job):
         if job.mode == "draft" or job.remote_state not in ("final", "settled"):

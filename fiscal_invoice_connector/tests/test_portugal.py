@@ -314,6 +314,27 @@ class TestPortugalInvoiceXpress(PortugalRulesMixin, FiscalTestCommon):
         self.assertTrue(doc.pdf_attachment_id)
         self.assertEqual(len(self.sim_docs_for(doc)), 1)
 
+    def test_a_failed_re_read_of_a_final_document_without_atcud_does_not_issue_it(self):
+        """Retry reads the document again before calling it issued; when that read fails (a 503),
+        the document is not called issued on the state Odoo stored: the next run reads it again and
+        the missing ATCUD is still an error. Nothing is sent again."""
+        self.production_without_communicated_series()
+        order = self.order_of([(1, 10.0, 0, self.tax_23)])
+        doc = self.issue(order)
+        (final,) = self.final_at_provider(doc)
+        self.assertEqual(doc.state, "error")
+        doc.action_retry()
+        self.sim.inject(503, count=1, path_contains=f"/invoices/{final['id']}.json", method="GET")
+        self.addCleanup(self.sim.clear_faults)
+        self.run_queue()
+        self.assertNotEqual(doc.state, "issued", "a final document without ATCUD called issued after a failed read")
+        self.assertFalse(doc.atcud)
+        self.make_due(doc)
+        self.run_queue()
+        self.assertEqual((doc.state, doc.number), ("error", "FT A/1"), doc.last_error)
+        self.assertIn("without ATCUD", doc.last_error)
+        self.assertEqual(len(self.sim_docs_for(doc)), 1, "never created twice")
+
     def test_test_account_document_without_atcud_is_issued(self):
         """Out of production (a test account), a series not communicated yet is no error."""
         self.sim.series_communicated = False
